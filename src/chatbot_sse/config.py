@@ -1,0 +1,66 @@
+"""Settings: the only code in the package that reads environment variables.
+
+One `Settings` object is built at start-up and passed explicitly to
+`create_app()`; nothing else looks at `os.environ`, so a test can run several
+differently configured apps side by side in one process.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+EngineName = Literal["simulated", "openai", "local"]
+LogLevel = Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"]
+
+
+def default_workers() -> int:
+    """Gunicorn's classic sizing: two workers per core plus one."""
+    return (os.cpu_count() or 1) * 2 + 1
+
+
+class Settings(BaseSettings):
+    """Every knob of the server, named as in DESIGN.md's configuration table."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    host: str = "0.0.0.0"  # noqa: S104 - a server is meant to be reachable; `make run` binds loopback
+    port: int = Field(default=8000, ge=0, le=65535)
+    debug: bool = False
+    log_level: LogLevel = "INFO"
+    workers: int = Field(default_factory=default_workers, ge=1)
+
+    max_history_length: int = Field(default=10, ge=1)
+    response_delay: float = Field(default=0.5, ge=0)
+    token_delay: float = Field(default=0.05, ge=0)
+
+    store_url: str = "sqlite:///data/chatbot.db"
+    engine: EngineName = "simulated"
+
+    openai_base_url: str = "http://127.0.0.1:8080/v1"
+    openai_api_key: str = ""
+    openai_model: str = ""
+    local_model_path: str = ""
+
+    max_message_chars: int = Field(default=10_000, ge=1)
+    max_body_bytes: int = Field(default=1024 * 1024, ge=1024)
+    keepalive_seconds: float = Field(default=15.0, gt=0)
+    sse_retry_ms: int = Field(default=3000, ge=0)
+
+    prometheus_multiproc_dir: str = ""
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: object) -> object:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("store_url")
+    @classmethod
+    def _known_scheme(cls, value: str) -> str:
+        scheme = value.split(":", 1)[0]
+        if scheme not in {"sqlite", "memory", "redis", "rediss"}:
+            raise ValueError(f"unsupported STORE_URL scheme {scheme!r}")
+        return value

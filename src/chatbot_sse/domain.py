@@ -1,0 +1,92 @@
+"""The nouns of a chat: roles, messages, conversations and the events of a turn.
+
+Plain dataclasses with slots: they are built on the hot path and must stay cheap.
+No FastAPI or pydantic here, so stores and engines depend on nothing web-shaped.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+import re
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class Role(enum.StrEnum):
+    USER = "user"
+    ASSISTANT = "assistant"
+    SYSTEM = "system"
+
+
+class MessageStatus(enum.StrEnum):
+    """Whether a stored message is whole. Replies cut short are kept, marked so."""
+
+    COMPLETE = "complete"
+    INTERRUPTED = "interrupted"  # the client went away or the server stopped mid-reply
+    FAILED = "failed"  # the engine failed mid-reply
+
+
+CONVERSATION_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+
+
+def new_conversation_id() -> str:
+    """128 random bits: the id is the only secret guarding a conversation without API keys."""
+    return secrets.token_hex(16)
+
+
+def new_message_id() -> str:
+    """Time-ordered id (ms timestamp then randomness), so ids sort in creation order.
+
+    Event ids are `<message_id>:<seq>`; ordered message ids make event ids
+    ordered across a whole conversation, which `Last-Event-ID` resume relies on.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(8).hex()}"
+
+
+def is_conversation_id(value: str) -> bool:
+    return CONVERSATION_ID_RE.fullmatch(value) is not None
+
+
+@dataclass(slots=True, frozen=True)
+class Message:
+    id: str
+    conversation_id: str
+    role: Role
+    content: str
+    created_at: float  # seconds since the epoch, UTC
+    status: MessageStatus = MessageStatus.COMPLETE
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        from datetime import UTC, datetime
+
+        return {
+            "id": self.id,
+            "role": self.role.value,
+            "content": self.content,
+            "created_at": datetime.fromtimestamp(self.created_at, UTC).isoformat(),
+            "status": self.status.value,
+            **({"meta": self.meta} if self.meta else {}),
+        }
+
+
+@dataclass(slots=True, frozen=True)
+class Conversation:
+    id: str
+    created_at: float
+
+
+@dataclass(slots=True)
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    def to_json(self) -> dict[str, int]:
+        return {
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens + self.completion_tokens,
+        }

@@ -1,0 +1,75 @@
+"""One exception hierarchy, each error carrying a stable `code` clients can branch on.
+
+    ChatError                         code            HTTP  retryable
+    ├── InvalidInput                  invalid_input    422  no
+    │   └── InvalidConversationId     invalid_conversation_id
+    ├── PayloadTooLarge               payload_too_large 413 no
+    ├── UnsupportedMediaType          unsupported_media_type 415 no
+    ├── NotFound                      not_found        404  no
+    │   └── ConversationNotFound      conversation_not_found
+    ├── StoreUnavailable              store_unavailable 503 yes
+    └── EngineError                   engine_error     502  yes
+        └── EngineTimeout             engine_timeout   504  yes
+
+Errors are translated in exactly one place (`api.errors`): into an HTTP status
+and JSON body before a stream starts, into an `event: error` after it has.
+"""
+
+from __future__ import annotations
+
+
+class ChatError(Exception):
+    code: str = "internal_error"
+    status_code: int = 500
+    retryable: bool = False
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        if code is not None:
+            self.code = code
+
+
+class InvalidInput(ChatError):
+    code = "invalid_input"
+    status_code = 422
+
+
+class InvalidConversationId(InvalidInput):
+    code = "invalid_conversation_id"
+
+
+class PayloadTooLarge(ChatError):
+    code = "payload_too_large"
+    status_code = 413
+
+
+class UnsupportedMediaType(ChatError):
+    code = "unsupported_media_type"
+    status_code = 415
+
+
+class NotFound(ChatError):
+    code = "not_found"
+    status_code = 404
+
+
+class ConversationNotFound(NotFound):
+    code = "conversation_not_found"
+
+
+class StoreUnavailable(ChatError):
+    code = "store_unavailable"
+    status_code = 503
+    retryable = True
+
+
+class EngineError(ChatError):
+    code = "engine_error"
+    status_code = 502
+    retryable = True
+
+
+class EngineTimeout(EngineError):
+    code = "engine_timeout"
+    status_code = 504
