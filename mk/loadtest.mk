@@ -27,9 +27,7 @@ load-test-ramp: install ## Load test: multi-turn users ramping to 50 over 10 s, 
 	  --turns 3 --json $(LOADTEST_RESULTS)/load-test-ramp.json \
 	  --plot $(LOADTEST_RESULTS)/load-test-ramp.png $(LOADTEST_ARGS)
 
+demo: LOADTEST_RESPONSE_DELAY = 0.4
+demo: LOADTEST_TOKEN_DELAY = 0.05
 demo: install ## Chat in the terminal (chatbot-sse chat), with a server if none is running
-	$(MAKE) --no-print-directory demo-chat LOADTEST_RESPONSE_DELAY=0.4 LOADTEST_TOKEN_DELAY=0.05
-
-.PHONY: demo-chat
-demo-chat:
 	$(WITH_SERVER) $(VENV)/bin/chatbot-sse chat $(LOADTEST_URL)

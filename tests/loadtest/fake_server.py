@@ -105,6 +105,9 @@ class FakeChatServer:
         text: str = payload["message"]
         n = next(self._ids)
         self.counts["requests"] += 1
+        for name, value in scope["headers"]:
+            if name.startswith(b"x-"):
+                self.counts[f"header {name.decode()}: {value.decode()}"] += 1
         cfg = self.config
         if text == "fail500" or (cfg.fail_every and n % cfg.fail_every == 0):
             status = 500 if text == "fail500" else cfg.fail_status
@@ -168,10 +171,10 @@ class FakeChatServer:
             await event(send, "message", f"{mid}:{seq}", {"content": chunk, **ids})
             seq += 1
         content = "".join(chunks) + ("!" if text == "mismatch" else "")
+        self.counts["completed"] += 1  # before the last event: the client may be done right after
         await event(send, "completed", f"{mid}:{seq}", {"content": content, **ids,
                     "finish_reason": "stop"})  # fmt: skip
         await end(send)
-        self.counts["completed"] += 1
         return text not in {"mismatch", "dup-id", "skip-id"}
 
     async def resume(self, scope: Scope, cid: str, send: Send) -> None:

@@ -25,7 +25,7 @@ import orjson
 
 from chatbot_sse.loadtest.parser import SSEParser
 from chatbot_sse.loadtest.timeline import Timeline
-from chatbot_sse.loadtest.transport import Target, build_request, open_exchange
+from chatbot_sse.loadtest.transport import Exchange, Target, build_request, open_exchange
 
 __all__ = ["StreamOptions", "StreamRecord", "TurnResult", "run_turn"]
 
@@ -55,6 +55,7 @@ class StreamRecord:
     """Everything measured about one stream; the JSON `records` are these, as dicts."""
 
     index: int
+    user: int  # closed loop: the virtual user's slot; open loop: -1
     session: int
     turn: int
     started_s: float  # since the run started
@@ -106,6 +107,7 @@ class _Turn:
         self.error_body = b""
         self.http_ok = False
         self.reply: str | None = None
+        self.exchange: Exchange | None = None  # the connection in use, closed on any way out
 
     # ResponseSink ------------------------------------------------------------
     def on_head(self, status: int, headers: dict[str, str]) -> bool:
@@ -267,6 +269,7 @@ async def run_turn(
                 target, build_request(target, "POST", "/chat", headers, body), turn,
                 read_pause=pause, rcvbuf=rcvbuf,
             )  # fmt: skip
+            turn.exchange = exchange
             await exchange.done
             if exchange.error is not None and not exchange.head_received:
                 raise ConnectionError(str(exchange.error) or type(exchange.error).__name__)
@@ -280,6 +283,9 @@ async def run_turn(
         record.fail(TIMEOUT, f"no end of reply within {opts.timeout:g} s")
     except OSError as exc:
         record.fail(CONNECTION, f"{type(exc).__name__}: {exc}")
+    finally:
+        if turn.exchange is not None:
+            turn.exchange.close()
     if record.kind is None and turn.rec.status and not turn.http_ok:
         turn.http_failure()
     if record.kind is None and not record.ok:
@@ -310,6 +316,7 @@ async def _resume(
         target, build_request(target, "GET", path, headers, b""), turn,
         read_pause=pause, rcvbuf=rcvbuf,
     )  # fmt: skip
+    turn.exchange = exchange
     await exchange.done
     if exchange.error is not None and not exchange.head_received:
         raise ConnectionError(str(exchange.error) or type(exchange.error).__name__)

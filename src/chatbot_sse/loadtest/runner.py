@@ -152,7 +152,7 @@ class Run:
         cfg = self.config
         if cfg.ramp_up and i:
             await asyncio.sleep(cfg.ramp_up * i / cfg.concurrency)
-        while await self._session(target):
+        while await self._session(target, i):
             pass
 
     async def _open_loop(self, target: Target, rate: float) -> None:
@@ -172,7 +172,7 @@ class Run:
                 await asyncio.sleep(next_at - now)
                 continue
             arrivals += 1
-            task = asyncio.create_task(self._session(target))
+            task = asyncio.create_task(self._session(target, -1))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
             ramp = min(1.0, (next_at - t0) / cfg.ramp_up) if cfg.ramp_up else 1.0
@@ -180,21 +180,27 @@ class Run:
         if tasks:
             await asyncio.gather(*tasks)
 
-    async def _session(self, target: Target) -> bool:
-        """Run one virtual user's turns; False when there was no budget left to start any."""
+    async def _session(self, target: Target, user: int) -> bool:
+        """Run one virtual user's turns; False when there was no budget left to start any.
+
+        Turns take the messages in order from a random start, so the turns of a
+        conversation differ (when there are several messages) and the history
+        check can tell which one is missing.
+        """
         cfg = self.config
         sid = self._next_session
         self._next_session += 1
         log = SessionLog(sid)
         turns = cfg.turns if cfg.multi_turn else 1
+        first = self.rng.randrange(len(cfg.messages))
         for t in range(turns):
             index = self._take()
             if index is None:
                 break
             if t and cfg.think_time:
                 await asyncio.sleep(cfg.think_time)
-            message = self.rng.choice(cfg.messages)
-            record = StreamRecord(index, sid, t, time.perf_counter() - self.timeline.t0)
+            message = cfg.messages[(first + t) % len(cfg.messages)]
+            record = StreamRecord(index, user, sid, t, time.perf_counter() - self.timeline.t0)
             self.records.append(record)
             result = await run_turn(
                 target, cfg.stream, self.timeline, record, message, log.conversation_id, self.rng
