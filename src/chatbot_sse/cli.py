@@ -116,9 +116,7 @@ def _error_message(body: bytes) -> str:
 @app.command()
 def chat(
     url: Annotated[str, typer.Argument(help="Base URL of the server.")] = "http://127.0.0.1:8000",
-    conversation_id: Annotated[
-        str | None, typer.Option(help="Continue this conversation.")
-    ] = None,
+    conversation_id: Annotated[str | None, typer.Option(help="Continue this conversation.")] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for each read.")] = 60.0,
 ) -> None:
     """Chat in the terminal. `/new` starts a new conversation, `/quit` or EOF ends."""

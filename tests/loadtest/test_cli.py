@@ -42,7 +42,8 @@ def test_json_records_and_plot_are_written(fake: Fake, tmp_path: Path) -> None:
     assert summary["requests_completed"] == 20
     assert sum(row["completed"] for row in doc["timeseries"]) == 20
     lines = [json.loads(line) for line in records.read_text().splitlines()]
-    assert len(lines) == 20 and all(line["ok"] for line in lines)
+    assert len(lines) == 20
+    assert all(line["ok"] for line in lines)
     assert max(r["e2e_s"] for r in lines) == summary["e2e_s"]["max"]
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert app.counts["header x-api-key: sekrit"] == 20

@@ -43,7 +43,9 @@ def parse_headers(values: list[str]) -> list[tuple[str, str]]:
     for value in values:
         name, sep, content = value.partition(":")
         if not sep or not name.strip():
-            raise typer.BadParameter(f"expected 'Name: value', got {value!r}", param_hint="--header")
+            raise typer.BadParameter(
+                f"expected 'Name: value', got {value!r}", param_hint="--header"
+            )
         headers.append((name.strip(), content.strip()))
     return headers
 
@@ -102,7 +104,9 @@ def loadtest(
     ),
     requests: Annotated[
         int | None,
-        typer.Option("--requests", "-n", min=1, help="Streams to send (default 100 without --duration)."),
+        typer.Option(
+            "--requests", "-n", min=1, help="Streams to send (default 100 without --duration)."
+        ),
     ] = None,
     concurrency: Annotated[
         int, typer.Option("--concurrency", "-c", min=1, help="Concurrent users (closed loop).")
@@ -120,7 +124,9 @@ def loadtest(
     multi_turn: Annotated[
         bool, typer.Option("--multi-turn", help="Each user keeps its conversation for --turns.")
     ] = False,
-    turns: Annotated[int, typer.Option(min=1, help="Turns per conversation with --multi-turn.")] = 3,
+    turns: Annotated[
+        int, typer.Option(min=1, help="Turns per conversation with --multi-turn.")
+    ] = 3,
     think_time: Annotated[float, typer.Option(min=0, help="Seconds between a user's turns.")] = 0.0,
     message: Annotated[
         list[str] | None, typer.Option("--message", "-m", help="A message to send (repeatable).")
@@ -133,7 +139,8 @@ def loadtest(
         Path | None, typer.Option("--json", help="Write config, summary and time series here.")
     ] = None,
     records_out: Annotated[
-        Path | None, typer.Option("--records", help="Write every stream's record here (JSON lines).")
+        Path | None,
+        typer.Option("--records", help="Write every stream's record here (JSON lines)."),
     ] = None,
     plot: Annotated[
         Path | None, typer.Option(help="Write a PNG of latency and throughput over time.")
@@ -151,7 +158,9 @@ def loadtest(
     ] = None,
     drop_rate: Annotated[
         float,
-        typer.Option(min=0, max=1, help="Chaos: fraction of streams dropped mid-reply and resumed."),
+        typer.Option(
+            min=0, max=1, help="Chaos: fraction of streams dropped mid-reply and resumed."
+        ),
     ] = 0.0,
     slow_reader: Annotated[
         bool, typer.Option("--slow-reader", help="Chaos: read slowly, with a 4 KiB receive buffer.")

@@ -71,9 +71,7 @@ async def verify_histories(
     """Check every session's history; return (conversations checked, conversations mismatched)."""
     todo = [s for s in sessions if s.conversation_id and any(r for _, r, _ in s.turns)]
     limit = asyncio.Semaphore(32)
-    async with httpx.AsyncClient(
-        base_url=target.base_url, headers=headers, timeout=30.0
-    ) as http:
+    async with httpx.AsyncClient(base_url=target.base_url, headers=headers, timeout=30.0) as http:
 
         async def check(log: SessionLog) -> bool:
             async with limit:

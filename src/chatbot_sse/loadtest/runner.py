@@ -87,7 +87,7 @@ class Run:
         if config.requests is None and config.duration is None:
             raise ValueError("give --requests or --duration, or the run never ends")
         self.config = config
-        self.rng = random.Random(config.seed)
+        self.rng = random.Random(config.seed)  # noqa: S311 - load shapes, not secrets
         self.records: list[StreamRecord] = []
         self.sessions: list[SessionLog] = []
         self.timeline = Timeline(time.perf_counter())

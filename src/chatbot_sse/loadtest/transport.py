@@ -44,7 +44,7 @@ class Target:
     port: int
     base_path: str
     family: int
-    sockaddr: tuple[str, int] | tuple[str, int, int, int]
+    sockaddr: tuple[str, int] | tuple[str, int, int, int] | tuple[int, bytes]
     ssl_context: ssl.SSLContext | None
 
     @property
