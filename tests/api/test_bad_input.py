@@ -28,6 +28,8 @@ CASES: list[tuple[str, dict[str, Any], int, str]] = [
     ("non-utf8 json", {"content": b'{"message": "\xff\xfe"}', "headers": JSON}, 422, "invalid_input"),
     ("lone surrogate json", {"content": b'{"message": "\\ud800"}', "headers": JSON}, 422, "invalid_input"),
     ("non-utf8 form", {"content": b"message=%FF%FE", "headers": FORM}, 422, "invalid_input"),
+    ("surrogate in form", {"content": b"message=%ED%A0%80", "headers": FORM}, 422, "invalid_input"),
+    ("surrogate in multipart", {"files": {"message": (None, b"\xed\xa0\x80")}}, 422, "invalid_input"),
     ("raw non-utf8 form", {"content": b"message=\xff", "headers": FORM}, 422, "invalid_input"),
     ("message too long", {"json": {"message": "a" * 10_001}}, 413, "message_too_long"),
     ("body over 1 MiB", {"content": b"message=" + b"a" * (1024 * 1024), "headers": FORM}, 413, "payload_too_large"),

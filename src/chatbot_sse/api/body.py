@@ -49,6 +49,15 @@ async def read_body(request: Request, limit: int) -> bytes:
     return bytes(received)
 
 
+class _StrictMultiPartParser(MultiPartParser):
+    """Starlette's parser silently decodes invalid UTF-8 fields as latin-1; refuse them."""
+
+    def on_part_end(self) -> None:
+        if self._current_part.file is None:
+            bytes(self._current_part.data).decode(self._charset)  # UnicodeDecodeError if invalid
+        super().on_part_end()
+
+
 async def _single(body: bytes) -> AsyncGenerator[bytes, None]:
     yield body
 
@@ -75,7 +84,7 @@ async def _fields(request: Request, body: bytes) -> dict[str, object]:
         return fields
     if media_type == "multipart/form-data":
         try:
-            form = await MultiPartParser(request.headers, _single(body)).parse()
+            form = await _StrictMultiPartParser(request.headers, _single(body)).parse()
         except (MultiPartException, UnicodeDecodeError) as exc:
             raise InvalidInput(f"malformed multipart body: {exc}") from None
         try:
