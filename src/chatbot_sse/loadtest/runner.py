@@ -93,6 +93,7 @@ class Run:
         self.timeline = Timeline(time.perf_counter())
         self._deadline = float("inf")
         self._issued = 0
+        self._next_index = 0
         self._next_session = 0
 
     # live counters for the progress display ----------------------------------
@@ -140,13 +141,22 @@ class Run:
             on_tick(self)
             await asyncio.sleep(0.25)
 
-    def _take(self) -> int | None:
-        """The index of the next stream, or None when the request budget or the time is up."""
+    def _reserve(self, turns: int) -> int:
+        """Reserve up to `turns` streams of the request budget for one session.
+
+        A session takes its whole conversation at once, so `--requests 40
+        --turns 2` means 20 complete conversations, not some cut after one turn.
+        """
         cap = self.config.requests
-        if (cap is not None and self._issued >= cap) or time.perf_counter() >= self._deadline:
-            return None
-        self._issued += 1
-        return self._issued - 1
+        if time.perf_counter() >= self._deadline:
+            return 0
+        n = turns if cap is None else max(0, min(turns, cap - self._issued))
+        self._issued += n
+        return n
+
+    def _index(self) -> int:
+        self._next_index += 1
+        return self._next_index - 1
 
     async def _user(self, target: Target, i: int) -> None:
         cfg = self.config
@@ -191,12 +201,12 @@ class Run:
         sid = self._next_session
         self._next_session += 1
         log = SessionLog(sid)
-        turns = cfg.turns if cfg.multi_turn else 1
+        turns = self._reserve(cfg.turns if cfg.multi_turn else 1)
         first = self.rng.randrange(len(cfg.messages))
         for t in range(turns):
-            index = self._take()
-            if index is None:
-                break
+            if t and time.perf_counter() >= self._deadline:
+                break  # --duration is up: no new stream, even mid-conversation
+            index = self._index()
             if t and cfg.think_time:
                 await asyncio.sleep(cfg.think_time)
             message = cfg.messages[(first + t) % len(cfg.messages)]
@@ -208,6 +218,7 @@ class Run:
             log.add(message, result.reply, record)
             if log.conversation_id is None:
                 break  # nothing to follow up on
+        self._issued -= turns - len(log.turns)  # give back what this session did not use
         if log.turns:
             self.sessions.append(log)
         return bool(log.turns)

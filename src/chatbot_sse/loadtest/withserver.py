@@ -57,10 +57,10 @@ def start_server(
         "TOKEN_DELAY": token_delay,
         "LOG_LEVEL": "WARNING",
     }
-    log = (workdir / "server.log").open("wb")
     cmd = [sys.executable, "-m", "uvicorn", "chatbot_sse.main:app", "--host", host,
            "--port", str(port), "--no-access-log", "--timeout-graceful-shutdown", "5"]  # fmt: skip
-    return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+    with (workdir / "server.log").open("wb") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
