@@ -100,3 +100,13 @@ def unused_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_chatbot_sse_loadtest_is_the_same_command(fake: Fake) -> None:
+    _, url = fake(chunks=3)
+    proc = subprocess.run(
+        [str(BIN / "chatbot-sse"), "loadtest", url, "-n", "5", "--multi-turn", "--turns", "5"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "completed 5" in proc.stdout
