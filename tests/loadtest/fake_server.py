@@ -6,7 +6,7 @@ compare the load tester's numbers with the server's own.
 
 Faults are chosen per request by the message text (so one run can mix them):
 `fail500`, `fail429`, `error-event`, `truncate` (stop without `completed`),
-`mismatch` (wrong `completed.content`), `dup-id`, `skip-id`, `stall`
+`mismatch` (wrong `completed.content`), `reset` (connection dropped mid-reply), `dup-id`, `skip-id`, `stall`
 (send `connected`, then nothing), `garbage` (data that is not JSON);
 or for every n-th request with `FakeConfig.fail_every`.
 """
@@ -153,6 +153,8 @@ class FakeChatServer:
                 await event(send, "error", f"{mid}:{seq}", {**err, **ids})
                 await end(send)
                 return False
+            if text == "reset" and i == 2:
+                raise RuntimeError("injected: uvicorn answers by closing the connection")
             if text == "truncate" and i == 2:
                 self.counts["truncated"] += 1
                 await end(send)

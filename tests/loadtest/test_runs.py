@@ -58,6 +58,7 @@ async def test_injected_http_failures_are_counted_by_kind(fake: Fake) -> None:
         ("skip-id", "protocol", "missing_id"),
         ("garbage", "protocol", "bad_event"),
         ("stall", "timeout", None),
+        ("reset", "connection", None),
     ],
 )
 async def test_each_fault_is_reported_as_its_kind(

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import httptools
 import orjson
 
 from chatbot_sse.loadtest.parser import SSEParser
@@ -271,8 +272,7 @@ async def run_turn(
             )  # fmt: skip
             turn.exchange = exchange
             await exchange.done
-            if exchange.error is not None and not exchange.head_received:
-                raise ConnectionError(str(exchange.error) or type(exchange.error).__name__)
+            _raise_transport_error(exchange, record)
             while turn.dropping and record.kind is None:
                 if record.resumes >= opts.max_resumes:
                     break
@@ -293,6 +293,18 @@ async def run_turn(
     record.pings += turn.parser.comments
     timeline.finished(time.perf_counter(), record.ok)
     return TurnResult(record, turn.reply if record.ok else None)
+
+
+def _raise_transport_error(exchange: Exchange, record: StreamRecord) -> None:
+    """A reset (before or mid-reply) is a `connection` failure; malformed HTTP is `protocol`."""
+    error = exchange.error
+    if error is None:
+        return
+    if isinstance(error, httptools.HttpParserError):
+        record.fail(PROTOCOL, f"malformed HTTP response: {error}", "bad_http")
+        return
+    where = "mid-reply" if exchange.head_received else "before a response"
+    raise ConnectionError(f"{type(error).__name__} {where}: {error}")
 
 
 async def _resume(
@@ -318,8 +330,7 @@ async def _resume(
     )  # fmt: skip
     turn.exchange = exchange
     await exchange.done
-    if exchange.error is not None and not exchange.head_received:
-        raise ConnectionError(str(exchange.error) or type(exchange.error).__name__)
+    _raise_transport_error(exchange, record)
     if record.status in (404, 405, 501):
         record.fail(RESUME_UNSUPPORTED, f"GET {path} answered {record.status}")
     elif not turn.http_ok:

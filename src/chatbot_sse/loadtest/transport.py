@@ -121,10 +121,18 @@ class Exchange(asyncio.Protocol):
             asyncio.get_running_loop().call_later(self._read_pause, self._resume)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if exc is not None and self.error is None and not self._stopped:
-            self.error = exc
+        if self.error is None and not self._stopped and not self._complete:
+            if exc is not None:
+                self.error = exc
+            elif not self.head_received or self._framed():
+                # EOF ends only unframed bodies; here the server went away mid-response.
+                self.error = ConnectionResetError("connection closed by the server")
         if not self.done.done():
             self.done.set_result(self._complete)
+
+    def _framed(self) -> bool:
+        h = self._headers
+        return "content-length" in h or "chunked" in h.get("transfer-encoding", "").lower()
 
     # httptools callbacks ----------------------------------------------------
     def on_header(self, name: bytes, value: bytes) -> None:
