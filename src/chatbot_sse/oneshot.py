@@ -74,8 +74,8 @@ async def run_oneshot(
             exc.retryable = True
         metrics.error(exc.code)
         error = {"code": exc.code, "message": exc.message, "retryable": exc.retryable}
-        data: dict[str, Any] = {"type": "error", "error": error}
-        await emit(TurnEvent("error", f"{reply_id}:{len(parts) + 1}", data))
+        failure: dict[str, Any] = {"type": "error", "error": error}
+        await emit(TurnEvent("error", f"{reply_id}:{len(parts) + 1}", failure))
     finally:
         now = time.perf_counter()
         ttft = None if first_chunk_at is None else first_chunk_at - started

@@ -50,7 +50,8 @@ class FaultUpstream:
     def __init__(self) -> None:
         self.mode = "ok"
         self.models_status = 200
-        self.requests: list[dict[str, Any]] = []
+        self.requests: list[dict[str, Any]] = []  # chat request bodies, in order
+        self.headers: list[dict[str, str]] = []  # their headers, lower-cased names
         self.disconnects = 0
         self._queue: collections.deque[str] = collections.deque()
         self._changed = threading.Condition()
@@ -147,6 +148,7 @@ class FaultUpstream:
             return True
         payload = json.loads(body)
         self.requests.append(payload)
+        self.headers.append(headers)
         mode = self._queue.popleft() if self._queue else self.mode
         self._notify()
         try:

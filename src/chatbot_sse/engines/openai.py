@@ -356,11 +356,11 @@ class OpenAIEngine:
                 except TimeoutError:
                     if finish is not None:
                         break  # finished, then silent: the reply is whole without [DONE]
-                    what = "the next chunk" if started else "the first token"
-                    limit = self.idle_timeout if started else self.first_token_timeout
-                    raise UpstreamTimeout(
-                        f"no {what} from the upstream within {limit:g}s"
-                    ) from None
+                    if started:
+                        what = f"no chunk from the upstream for {self.idle_timeout:g}s"
+                    else:
+                        what = f"no first token from the upstream in {self.first_token_timeout:g}s"
+                    raise UpstreamTimeout(what) from None
                 except (httpx.RemoteProtocolError, httpx.ReadError):
                     raise UpstreamProtocolError(
                         "the upstream closed the connection mid-reply"
