@@ -176,3 +176,41 @@ def test_health_shows_whether_the_upstream_answers(
         assert "cannot reach the upstream" in stream.last.data["error"]["message"]
     finally:
         nowhere.stop()
+
+
+@pytest.mark.parametrize(("mode", "status", "code"), [
+    ("status_500", 502, "upstream_error"),
+    ("stall_first", 504, "upstream_timeout"),
+    ("garbage", 502, "upstream_protocol_error"),
+])  # fmt: skip
+def test_v1_reports_upstream_faults_as_openai_errors(
+    fault: FaultUpstream, front: ServerProcess, mode: str, status: int, code: str
+) -> None:
+    fault.mode = mode
+    body = {"model": "m", "messages": [{"role": "user", "content": MESSAGE}]}
+    response = httpx.post(front.url + "/v1/chat/completions", json=body, timeout=10)
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == code
+    with httpx.stream(
+        "POST", front.url + "/v1/chat/completions", json={**body, "stream": True}, timeout=10
+    ) as streamed:
+        lines = [line for line in streamed.iter_lines() if line.startswith("data: ")]
+    assert '"code":"' + code + '"' in lines[-1]
+    assert lines[-1] != "data: [DONE]"
+
+
+def test_leaving_a_v1_stream_closes_the_upstream_request(
+    fault: FaultUpstream, front: ServerProcess
+) -> None:
+    fault.mode = "slow"
+    disconnects = fault.disconnects
+    body = {"model": "m", "messages": [{"role": "user", "content": MESSAGE}], "stream": True}
+    with httpx.stream("POST", front.url + "/v1/chat/completions", json=body) as streamed:
+        contents: list[str] = []
+        for line in streamed.iter_lines():
+            if '"content":' in line:
+                contents.append(line)
+            if len(contents) == 3:
+                break
+    assert fault.wait_for(lambda f: f.disconnects > disconnects, timeout=5)
+    assert metric(front, 'chatbot_sse_streams_total{outcome="disconnected"}') >= 1

@@ -37,21 +37,10 @@ import orjson
 import structlog
 
 from chatbot_sse.domain import Message
-from chatbot_sse.engines._openai_wire import (
-    DONE,
-    chat_messages,
-    error_message,
-    parse_chunk,
-    parse_completion,
-    sse_data,
-)
+from chatbot_sse.engines._openai_http import read_reply, status_error
+from chatbot_sse.engines._openai_wire import chat_messages
 from chatbot_sse.engines.base import StreamResult
-from chatbot_sse.errors import (
-    EngineError,
-    UpstreamError,
-    UpstreamProtocolError,
-    UpstreamTimeout,
-)
+from chatbot_sse.errors import EngineError, UpstreamError, UpstreamTimeout
 
 if TYPE_CHECKING:
     from chatbot_sse.config import Settings
@@ -63,22 +52,8 @@ log = structlog.get_logger(__name__)
 
 HEALTH_TIMEOUT = 2.0  # seconds for the `/models` probe behind `/health`
 HEALTH_TTL = 5.0  # seconds a probe's answer is reused: `/health` may be polled often
-ERROR_BODY_LIMIT = 4096  # bytes of an upstream error body read for its message
 MAX_RETRY_AFTER = 10.0  # seconds; a longer Retry-After is not worth holding a reply for
 MAX_CONNECTIONS = 1000  # to the upstream, per worker: one per streaming reply
-_HINTS = {
-    401: " (check OPENAI_API_KEY)",
-    403: " (check OPENAI_API_KEY)",
-    404: " (check OPENAI_BASE_URL and OPENAI_MODEL)",
-}
-
-
-class _StatusError(UpstreamError):
-    """An error status from the upstream, with its `Retry-After` if it sent one."""
-
-    def __init__(self, message: str, *, status: int, retryable: bool, retry_after: float | None):
-        super().__init__(message, status=status, retryable=retryable)
-        self.retry_after = retry_after
 
 
 def _ignore(outcome: str, first_token: float | None = None) -> None:
@@ -206,7 +181,9 @@ class OpenAIEngine:
             first_token: float | None = None
             try:
                 async with self._response(client, messages) as response:
-                    async for piece in self._read(response, result):
+                    async for piece in read_reply(
+                        response, result, self.first_token_timeout, self.idle_timeout
+                    ):
                         if first_token is None:
                             first_token = time.perf_counter() - started
                         yield piece
@@ -269,7 +246,7 @@ class OpenAIEngine:
             raise UpstreamError(f"cannot reach the upstream: {type(exc).__name__}") from None
         try:
             if response.status_code >= 400:
-                raise await self._status_error(response)
+                raise await status_error(response, read_within=self.connect_timeout)
             yield response
         finally:
             await response.aclose()
@@ -291,102 +268,6 @@ class OpenAIEngine:
                         status=response.status_code,
                     ) from None
         return self.model
-
-    async def _status_error(self, response: httpx.Response) -> UpstreamError:
-        status = response.status_code
-        body = b""
-        with contextlib.suppress(httpx.HTTPError, TimeoutError):
-            async with asyncio.timeout(self.connect_timeout):
-                async for part in response.aiter_bytes():
-                    body += part
-                    if len(body) >= ERROR_BODY_LIMIT:
-                        break
-        try:
-            detail = error_message(orjson.loads(body))
-        except orjson.JSONDecodeError:
-            detail = body[:200].decode(errors="replace").strip() or response.reason_phrase
-        retry_after: float | None = None
-        with contextlib.suppress(ValueError):
-            retry_after = float(response.headers.get("retry-after", ""))
-        return _StatusError(
-            f"the upstream answered {status}: {detail}{_HINTS.get(status, '')}",
-            status=status,
-            retryable=status in (408, 429) or status >= 500,
-            retry_after=retry_after,
-        )
-
-    async def _read(
-        self, response: httpx.Response, result: StreamResult | None
-    ) -> AsyncGenerator[str, None]:
-        """The text of each chunk; fills `result`. Deadlines: first token, then idle."""
-        media_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
-        if media_type == "application/json":
-            # An upstream that ignores `stream: true` (some proxies do) still gives a reply.
-            try:
-                async with asyncio.timeout(self.first_token_timeout):
-                    body = await response.aread()
-            except TimeoutError:
-                raise UpstreamTimeout("the upstream's completion did not arrive in time") from None
-            except httpx.HTTPError:
-                raise UpstreamProtocolError(
-                    "the upstream closed the connection mid-reply"
-                ) from None
-            delta = parse_completion(body, result)
-            if result is not None:
-                result.finish_reason = delta.finish_reason
-            if delta.content:
-                yield delta.content
-            return
-        if media_type != "text/event-stream":
-            raise UpstreamProtocolError(
-                f"the upstream answered {media_type or 'no content type'}, not an event stream",
-                retryable=False,
-            )
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.first_token_timeout
-        started = False
-        finish: str | None = None
-        eof = False
-        events = sse_data(response.aiter_lines())
-        try:
-            while True:
-                try:
-                    async with asyncio.timeout_at(deadline):
-                        data = await anext(events, None)
-                except TimeoutError:
-                    if finish is not None:
-                        break  # finished, then silent: the reply is whole without [DONE]
-                    if started:
-                        what = f"no chunk from the upstream for {self.idle_timeout:g}s"
-                    else:
-                        what = f"no first token from the upstream in {self.first_token_timeout:g}s"
-                    raise UpstreamTimeout(what) from None
-                except (httpx.RemoteProtocolError, httpx.ReadError):
-                    raise UpstreamProtocolError(
-                        "the upstream closed the connection mid-reply"
-                    ) from None
-                except httpx.HTTPError as exc:
-                    raise UpstreamError(f"reading from the upstream failed: {exc!r}") from None
-                if data is None:
-                    eof = True
-                    break
-                if data.strip() == DONE:
-                    break
-                delta = parse_chunk(data, result)
-                finish = delta.finish_reason or finish
-                if started:
-                    deadline = loop.time() + self.idle_timeout
-                if delta.content:
-                    if not started:
-                        started = True
-                        deadline = loop.time() + self.idle_timeout
-                    yield delta.content
-        finally:
-            await events.aclose()
-        if finish is None and eof:
-            raise UpstreamProtocolError("the upstream ended the stream before finishing the reply")
-        if result is not None:
-            result.finish_reason = finish or "stop"
 
 
 def from_settings(settings: Settings) -> OpenAIEngine:
