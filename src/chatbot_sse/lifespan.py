@@ -33,6 +33,8 @@ def make_lifespan(
             conversation_ttl=settings.conversation_ttl_seconds,
         )
         engine = create_engine(settings)
+        if (instrument := getattr(engine, "instrument", None)) is not None:
+            instrument(metrics)  # engines that count their own work (upstream requests)
         await store.open()
         try:
             await engine.open()
