@@ -1,0 +1,450 @@
+/**
+ * The chat page: wires the composer, the transcript, the conversation list, the theme and
+ * the connection indicator to the stream client.
+ *
+ * One turn at a time per tab. Stop (button or Esc) aborts the fetch; switching conversation
+ * stops a running turn first. The tab's active conversation survives a reload
+ * (sessionStorage) and its messages are reloaded from the server's history.
+ */
+
+import { ChatError, fetchHistory, isAbort, streamTurn } from "./client.js";
+import {
+  activeConversation,
+  getConversation,
+  listConversations,
+  onChange,
+  removeConversation,
+  setActiveConversation,
+  touchConversation,
+} from "./conversations.js";
+import { addAssistantMessage, addUserMessage, clearMessages, isEmpty, scrollToEnd } from "./messages.js";
+
+const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
+const ui = {
+  layout: $("layout"),
+  sidebar: $("sidebar"),
+  scrim: $("scrim"),
+  openSidebar: $("open-sidebar"),
+  closeSidebar: $("close-sidebar"),
+  newChat: $("new-chat"),
+  list: $("conversation-list"),
+  noConversations: $("no-conversations"),
+  title: $("chat-title"),
+  connection: $("connection"),
+  connectionLabel: $("connection-label"),
+  themeToggle: $("theme-toggle"),
+  notice: $("notice"),
+  noticeText: $("notice-text"),
+  noticeAction: $("notice-action"),
+  noticeClose: $("notice-close"),
+  welcome: $("welcome"),
+  composer: /** @type {HTMLFormElement} */ ($("composer")),
+  input: /** @type {HTMLTextAreaElement} */ ($("message")),
+  send: $("send"),
+  stop: $("stop"),
+  announcer: $("announcer"),
+};
+
+const state = {
+  /** @type {string | null} */ conversationId: activeConversation(),
+  /** @type {AbortController | null} */ turn: null,
+  /** @type {AbortController | null} */ loading: null,
+  /** when this tab last saw its conversation's messages (ms), to notice other tabs' turns */
+  syncedAt: 0,
+};
+
+// ---- connection indicator and announcements ----------------------------------------------
+
+const CONNECTION_LABELS = {
+  idle: "Ready",
+  loading: "Loading…",
+  connecting: "Connecting…",
+  streaming: "Receiving…",
+  reconnecting: "Reconnecting…",
+  error: "Disconnected",
+  offline: "Offline",
+};
+
+/** @param {keyof typeof CONNECTION_LABELS} name */
+function setConnection(name) {
+  const effective = !navigator.onLine && (name === "idle" || name === "error") ? "offline" : name;
+  ui.connection.dataset.state = effective;
+  ui.connectionLabel.textContent = CONNECTION_LABELS[effective];
+}
+
+/** Say something to screen-reader users without moving focus. */
+function announce(text) {
+  ui.announcer.textContent = "";
+  setTimeout(() => {
+    ui.announcer.textContent = text;
+  }, 50);
+}
+
+/**
+ * Show a page-level notice (e.g. history could not be loaded), with an optional action.
+ * @param {string} text
+ * @param {{label: string, run: () => void} | null} [action]
+ */
+function showNotice(text, action = null) {
+  ui.noticeText.textContent = text;
+  ui.noticeAction.hidden = !action;
+  ui.noticeAction.onclick = null;
+  if (action) {
+    ui.noticeAction.textContent = action.label;
+    ui.noticeAction.onclick = () => {
+      hideNotice();
+      action.run();
+    };
+  }
+  ui.notice.hidden = false;
+}
+
+function hideNotice() {
+  ui.notice.hidden = true;
+}
+
+// ---- theme -------------------------------------------------------------------------------
+
+const dark = window.matchMedia("(prefers-color-scheme: dark)");
+
+function currentTheme() {
+  return document.documentElement.dataset.theme ?? (dark.matches ? "dark" : "light");
+}
+
+function syncThemeToggle() {
+  const isDark = currentTheme() === "dark";
+  ui.themeToggle.setAttribute("aria-pressed", String(isDark));
+  ui.themeToggle.title = isDark ? "Switch to the light theme" : "Switch to the dark theme";
+}
+
+ui.themeToggle.addEventListener("click", () => {
+  const next = currentTheme() === "dark" ? "light" : "dark";
+  document.documentElement.dataset.theme = next;
+  try {
+    localStorage.setItem("chatbot-sse:theme", next);
+  } catch {
+    // not saved; the choice lasts for this page view
+  }
+  syncThemeToggle();
+});
+dark.addEventListener("change", syncThemeToggle);
+
+// ---- conversation list -------------------------------------------------------------------
+
+function renderList() {
+  const items = listConversations();
+  ui.noConversations.hidden = items.length > 0;
+  ui.list.replaceChildren(
+    ...items.map((rec) => {
+      const li = document.createElement("li");
+      li.className = "conversation";
+      const open = document.createElement("button");
+      open.type = "button";
+      open.className = "conversation-open";
+      open.dataset.id = rec.id;
+      if (rec.id === state.conversationId) open.setAttribute("aria-current", "page");
+      const title = document.createElement("span");
+      title.className = "conversation-title";
+      title.textContent = rec.title || "Untitled conversation";
+      const when = document.createElement("time");
+      when.className = "conversation-time";
+      when.dateTime = new Date(rec.updatedAt).toISOString();
+      when.textContent = relativeTime(rec.updatedAt);
+      open.append(title, when);
+      open.addEventListener("click", () => {
+        closeSidebar(false);
+        if (rec.id !== state.conversationId) void openConversation(rec.id);
+        ui.input.focus();
+      });
+      const remove = document.createElement("button");
+      remove.type = "button";
+      remove.className = "icon-button conversation-remove";
+      remove.setAttribute("aria-label", `Remove “${title.textContent}” from the list`);
+      remove.textContent = "×";
+      remove.addEventListener("click", () => {
+        removeConversation(rec.id);
+        if (rec.id === state.conversationId) newChat();
+        renderList();
+        ui.newChat.focus();
+      });
+      li.append(open, remove);
+      return li;
+    }),
+  );
+  const current = state.conversationId ? getConversation(state.conversationId) : null;
+  const title = current?.title || (state.conversationId ? "Conversation" : "New chat");
+  ui.title.textContent = title;
+  document.title = state.conversationId ? `${title} · chatbot-sse` : "chatbot-sse";
+}
+
+/** @param {number} ms */
+function relativeTime(ms) {
+  const seconds = Math.round((Date.now() - ms) / 1000);
+  if (seconds < 60) return "just now";
+  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
+  if (seconds < 86400) return `${Math.floor(seconds / 3600)} h ago`;
+  return new Date(ms).toLocaleDateString();
+}
+
+// Another tab changed the list: redraw it, and reload our conversation if that tab added to it.
+onChange(() => {
+  renderList();
+  const rec = state.conversationId ? getConversation(state.conversationId) : null;
+  if (rec && rec.updatedAt > state.syncedAt && !state.turn) void openConversation(rec.id, true);
+});
+
+// ---- sidebar (a drawer on narrow screens) ------------------------------------------------
+
+const narrow = window.matchMedia("(max-width: 799px)");
+
+function openSidebar() {
+  ui.layout.classList.add("sidebar-open");
+  ui.scrim.hidden = false;
+  ui.openSidebar.setAttribute("aria-expanded", "true");
+  ui.newChat.focus();
+}
+
+/** @param {boolean} restoreFocus */
+function closeSidebar(restoreFocus) {
+  if (!ui.layout.classList.contains("sidebar-open")) return;
+  ui.layout.classList.remove("sidebar-open");
+  ui.scrim.hidden = true;
+  ui.openSidebar.setAttribute("aria-expanded", "false");
+  if (restoreFocus) ui.openSidebar.focus();
+}
+
+ui.openSidebar.addEventListener("click", openSidebar);
+ui.closeSidebar.addEventListener("click", () => closeSidebar(true));
+ui.scrim.addEventListener("click", () => closeSidebar(true));
+narrow.addEventListener("change", () => closeSidebar(false));
+
+// ---- conversations -----------------------------------------------------------------------
+
+function stopTurn() {
+  state.turn?.abort();
+}
+
+function newChat() {
+  stopTurn();
+  state.loading?.abort();
+  state.conversationId = null;
+  setActiveConversation(null);
+  clearMessages();
+  hideNotice();
+  ui.welcome.hidden = false;
+  setConnection("idle");
+  renderList();
+}
+
+/**
+ * Show a stored conversation, its messages from the server's history.
+ * @param {string} id
+ * @param {boolean} [quiet] a refresh prompted by another tab: keep the scroll position
+ */
+async function openConversation(id, quiet = false) {
+  if (!quiet) stopTurn();
+  state.loading?.abort();
+  const loading = new AbortController();
+  state.loading = loading;
+  state.conversationId = id;
+  setActiveConversation(id);
+  renderList();
+  if (!quiet) hideNotice();
+  setConnection("loading");
+  const startedAt = Date.now();
+  try {
+    const messages = await fetchHistory(id, loading.signal);
+    if (loading.signal.aborted) return;
+    clearMessages();
+    for (const m of messages) {
+      if (m.role === "user") addUserMessage(m.content);
+      else if (m.role === "assistant") {
+        const status = m.status ?? "complete";
+        addAssistantMessage({ content: m.content, messageId: m.id, state: status === "complete" ? "done" : status });
+      }
+    }
+    ui.welcome.hidden = !isEmpty();
+    state.syncedAt = startedAt;
+    setConnection("idle");
+    if (!quiet) scrollToEnd(true);
+  } catch (err) {
+    if (isAbort(err) || loading.signal.aborted) return;
+    if (err instanceof ChatError && err.status === 404) {
+      removeConversation(id);
+      newChat();
+      showNotice("That conversation is no longer on the server, so it was removed from the list.");
+      return;
+    }
+    setConnection("error");
+    const message = err instanceof ChatError ? err.message : "The conversation could not be loaded.";
+    showNotice(`Couldn't load this conversation. ${message}`, {
+      label: "Try again",
+      run: () => void openConversation(id),
+    });
+  } finally {
+    if (state.loading === loading) state.loading = null;
+  }
+}
+
+// ---- a turn ------------------------------------------------------------------------------
+
+/** @param {boolean} busy */
+function setBusy(busy) {
+  ui.composer.dataset.busy = String(busy);
+  ui.send.hidden = busy;
+  ui.stop.hidden = !busy;
+}
+
+/**
+ * Send a message and stream the reply into the transcript.
+ * @param {string} text
+ */
+async function send(text) {
+  if (state.turn) return;
+  state.loading?.abort();
+  hideNotice();
+  ui.welcome.hidden = true;
+  const userItem = addUserMessage(text);
+  const reply = addAssistantMessage();
+  const turn = new AbortController();
+  state.turn = turn;
+  setBusy(true);
+  announce("Sent. The assistant is replying.");
+  const retry = () => {
+    userItem.remove();
+    reply.item.remove();
+    void send(text);
+  };
+  let connection = /** @type {keyof typeof CONNECTION_LABELS} */ ("idle");
+  try {
+    const result = await streamTurn(
+      { message: text, conversationId: state.conversationId, signal: turn.signal },
+      {
+        onConnected: ({ conversationId, messageId }) => {
+          if (turn.signal.aborted) return;
+          state.conversationId = conversationId;
+          setActiveConversation(conversationId);
+          reply.setMessageId(messageId);
+          touchConversation(conversationId, text);
+          state.syncedAt = Date.now();
+          renderList();
+        },
+        onChunk: (_chunk, content) => reply.setContent(content),
+        onState: (name) => setConnection(name),
+      },
+    );
+    reply.setContent(result.content);
+    reply.finish("done");
+    if (!turn.signal.aborted && result.conversationId === state.conversationId) {
+      touchConversation(result.conversationId, text);
+      state.syncedAt = Date.now();
+      renderList();
+    }
+    announce("Reply finished.");
+  } catch (err) {
+    if (isAbort(err)) {
+      reply.finish("stopped");
+      announce("Reply stopped.");
+    } else if (err instanceof ChatError) {
+      connection = failTurn(err, text, userItem, reply, retry);
+    } else {
+      connection = "error";
+      reply.fail(`Something went wrong in the page: ${String(err)}`, retry);
+    }
+  } finally {
+    if (state.turn === turn) {
+      state.turn = null;
+      setBusy(false);
+      setConnection(connection);
+      if (!document.activeElement || document.activeElement === document.body) ui.input.focus();
+    }
+  }
+}
+
+/**
+ * Show why a turn failed; returns the connection state to show afterwards.
+ * @param {ChatError} err
+ * @param {string} text
+ * @param {HTMLLIElement} userItem
+ * @param {ReturnType<typeof addAssistantMessage>} reply
+ * @param {() => void} retry
+ * @returns {keyof typeof CONNECTION_LABELS}
+ */
+function failTurn(err, text, userItem, reply, retry) {
+  announce(`The reply failed: ${err.message}`);
+  if (err.status === 404) {
+    // The server no longer knows this conversation: offer to carry on in a new one.
+    if (state.conversationId) removeConversation(state.conversationId);
+    reply.fail(`${err.message} Retry to send it in a new conversation.`, () => {
+      state.conversationId = null;
+      setActiveConversation(null);
+      renderList();
+      retry();
+    });
+    return "idle";
+  }
+  if (err.status >= 400 && err.status < 500 && !err.retryable) {
+    // Rejected before any reply (too long, invalid): give the text back to edit.
+    userItem.dataset.state = "rejected";
+    reply.fail(err.message, null);
+    if (!ui.input.value) {
+      ui.input.value = text;
+      autosize();
+    }
+    return "idle";
+  }
+  reply.fail(err.message, err.retryable ? retry : null);
+  return err.code === "network_error" || err.code === "connection_lost" ? "error" : "idle";
+}
+
+// ---- composer ----------------------------------------------------------------------------
+
+function autosize() {
+  ui.input.style.height = "auto";
+  ui.input.style.height = `${Math.min(ui.input.scrollHeight, 240)}px`;
+}
+
+ui.input.addEventListener("input", autosize);
+ui.input.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
+    event.preventDefault();
+    ui.composer.requestSubmit();
+  }
+});
+ui.composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = ui.input.value.trim();
+  if (!text || state.turn) return;
+  ui.input.value = "";
+  autosize();
+  void send(text);
+});
+ui.stop.addEventListener("click", () => {
+  stopTurn();
+  ui.input.focus();
+});
+ui.newChat.addEventListener("click", () => {
+  newChat();
+  closeSidebar(false);
+  ui.input.focus();
+});
+ui.noticeClose.addEventListener("click", hideNotice);
+for (const suggestion of document.querySelectorAll(".suggestion")) {
+  suggestion.addEventListener("click", () => void send(suggestion.textContent ?? ""));
+}
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Escape") return;
+  if (ui.layout.classList.contains("sidebar-open")) closeSidebar(true);
+  else if (state.turn) stopTurn();
+});
+window.addEventListener("online", () => setConnection("idle"));
+window.addEventListener("offline", () => setConnection("offline"));
+
+// ---- start -------------------------------------------------------------------------------
+
+syncThemeToggle();
+setBusy(false);
+renderList();
+if (state.conversationId) void openConversation(state.conversationId);
+else setConnection("idle");
+document.documentElement.dataset.ready = "true";
