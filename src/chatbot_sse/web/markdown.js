@@ -152,6 +152,9 @@ function inline(tag, text) {
   return el;
 }
 
+// [label](url "title"); the url may hold balanced parentheses, as Wikipedia links do.
+const LINK = /^\[([^\]\n]+)\]\(\s*<?((?:[^\s()<>]|\([^\s()<>]*\))+)>?(?:\s+"[^"]*")?\s*\)/;
+
 const DELIMS = [
   ["**", "strong"],
   ["__", "strong"],
@@ -196,7 +199,7 @@ function appendInline(parent, text, allowLinks) {
       continue;
     }
     if (allowLinks && ch === "[") {
-      const link = /^\[([^\]\n]+)\]\(\s*<?([^\s)>]+)>?(?:\s+"[^"]*")?\s*\)/.exec(text.slice(i));
+      const link = LINK.exec(text.slice(i));
       if (link) {
         flush();
         parent.appendChild(anchor(link[2], link[1]));

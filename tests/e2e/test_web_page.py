@@ -1,0 +1,492 @@
+"""The web chat page in real headless Chromium against a live server.
+
+What a person does on the page, end to end: chat over several turns, watch a reply stream
+in, stop it, reload, use two tabs, meet errors, switch themes, use a phone-sized screen.
+Hostile text goes in as a message and comes back as a bot reply, and must never run.
+Where the server cannot yet produce a situation (a connection dropped mid-reply), the
+network is shaped with Playwright's routing, at the HTTP boundary, never inside the page.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import pytest
+from playwright.sync_api import Browser, BrowserContext, Route, expect
+
+if TYPE_CHECKING:
+    from tests.e2e.conftest import ChatPage
+
+    OpenTab = Callable[[BrowserContext], ChatPage]
+
+HOSTILE = [
+    "<img src=x onerror=alert(1)>",
+    "<script>alert(1)</script>",
+    '<svg onload="alert(1)"></svg><iframe src="javascript:alert(1)"></iframe>',
+]
+INJECTED = "#messages img, #messages script, #messages svg, #messages iframe, #messages object"
+
+
+def get(url: str, headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with urllib.request.urlopen(request, timeout=5) as response:
+            return response.status, dict(response.headers.items()), response.read()
+    except urllib.error.HTTPError as err:
+        return err.code, dict(err.headers.items()), err.read()
+
+
+def sse(events: list[tuple[str, str, dict[str, Any]]], retry: int | None = None) -> str:
+    """An SSE body from (event, id, data) triples, as the server writes it."""
+    head = f"retry: {retry}\n\n" if retry is not None else ""
+    return head + "".join(
+        f"event: {name}\nid: {eid}\ndata: {json.dumps({'type': name, **data})}\n\n"
+        for name, eid, data in events
+    )
+
+
+# ---- serving ---------------------------------------------------------------------------
+
+
+def test_page_is_served_with_a_strict_csp(web_server: str) -> None:
+    status, headers, body = get(web_server + "/")
+    assert status == 200
+    assert headers["content-type"].startswith("text/html")
+    csp = headers["content-security-policy"]
+    assert "script-src 'self';" in csp
+    assert "'unsafe-inline'" not in csp
+    assert "object-src 'none'" in csp
+    assert "frame-ancestors 'none'" in csp
+    assert headers["x-content-type-options"] == "nosniff"
+    assert headers["referrer-policy"] == "no-referrer"
+    page = body.decode()
+    assert "<script>" not in page  # every script is a file
+    assert not re.search(r"\son[a-z]+=", page)  # no inline event handlers
+    assert "http://" not in page and "https://" not in page  # nothing from outside
+
+    status, headers, _ = get(web_server + "/static/app.js")
+    assert status == 200
+    assert headers["content-type"].startswith("text/javascript")
+    assert headers["x-content-type-options"] == "nosniff"
+    assert get(web_server + "/static/app.js", {"If-None-Match": headers["etag"]})[0] == 304
+    assert get(web_server + "/static/nothing.js")[0] == 404
+    assert get(web_server + "/static/..%2F..%2Fconfig.py")[0] == 404
+
+
+# ---- chatting --------------------------------------------------------------------------
+
+
+def test_second_reply_uses_the_first_turns_context(chat: ChatPage) -> None:
+    chat.chat("Hello, my name is Ada")
+    assert "Ada" in chat.chat("What is my name?")
+    assert [role for role, _ in chat.transcript()] == ["user", "assistant"] * 2
+    current = chat.page.locator(".conversation-open[aria-current=page]")
+    expect(current).to_contain_text("Hello, my name is Ada")
+    expect(chat.page.locator("#chat-title")).to_have_text("Hello, my name is Ada")
+
+
+def test_reply_grows_while_it_streams(chat: ChatPage) -> None:
+    # Record the reply's text after every DOM change, in the page, as it happens.
+    chat.page.evaluate(
+        """() => {
+          window.__states = [];
+          new MutationObserver(() => {
+            const reply = document.querySelector('#messages > li.message-assistant:last-child');
+            if (!reply) return;
+            const text = reply.querySelector('.message-body')?.textContent ?? '';
+            window.__states.push([text.length, reply.dataset.state, reply.getAttribute('aria-busy')]);
+          }).observe(document.getElementById('messages'),
+                     {childList: true, subtree: true, characterData: true, attributes: true});
+        }"""
+    )
+    final = chat.chat("Tell me a story")
+    states: list[list[Any]] = chat.page.evaluate("window.__states")
+    streaming = [length for length, state, busy in states if state == "streaming" and busy]
+    intermediate = sorted({n for n in streaming if 0 < n < len(final)})
+    assert len(intermediate) >= 3, f"saw only {intermediate} of {len(final)} characters"
+    assert streaming[-1] >= intermediate[0]
+    assert states[-1][1] == "done"
+    assert states[-1][2] is None  # aria-busy dropped when the reply is whole
+
+
+def test_stop_ends_the_reply_and_the_chat_goes_on(chat: ChatPage) -> None:
+    chat.send("/simulate slow")
+    reply = chat.replies.first
+    expect(reply.locator(".message-body")).to_have_text(re.compile(r"\w{2,}"))
+    expect(chat.page.get_by_role("button", name="Stop the reply")).to_be_visible()
+    chat.page.get_by_role("button", name="Stop the reply").click()
+    expect(reply).to_have_attribute("data-state", "stopped")
+    expect(reply.locator(".message-tag")).to_have_text("Stopped")
+    shown = reply.inner_text()
+    chat.page.wait_for_timeout(700)  # several chunk intervals of /simulate slow
+    assert reply.inner_text() == shown
+    expect(chat.page.get_by_role("button", name="Send message")).to_be_visible()
+    expect(chat.page.locator("#connection")).to_have_attribute("data-state", "idle")
+
+    # Esc stops too.
+    chat.send("/simulate slow")
+    expect(chat.replies.nth(1).locator(".message-body")).to_have_text(re.compile(r"\w{2,}"))
+    chat.page.keyboard.press("Escape")
+    chat.reply(2, "stopped")
+
+    assert chat.chat("Hello there")
+    assert len(chat.transcript()) == 6
+
+
+def test_reload_restores_the_conversation(chat: ChatPage) -> None:
+    chat.chat("Hello, my name is Ada")
+    chat.chat("Tell me a joke")
+    before = chat.transcript()
+    chat.page.reload()
+    chat.wait_ready()
+    expect(chat.messages).to_have_count(4)
+    assert chat.transcript() == before
+    expect(chat.page.locator("#welcome")).to_be_hidden()
+    expect(chat.page.locator(".conversation")).to_have_count(1)
+    assert "Ada" in chat.chat("What is my name?")  # the same conversation goes on
+
+    chat.page.get_by_role("button", name="New chat").click()
+    expect(chat.messages).to_have_count(0)
+    chat.page.reload()
+    chat.wait_ready()
+    expect(chat.messages).to_have_count(0)  # a reload keeps the new, empty chat
+    chat.page.locator(".conversation-open").first.click()
+    expect(chat.messages).to_have_count(6)
+
+
+def test_two_tabs_keep_their_own_conversations(context: BrowserContext, open_tab: OpenTab) -> None:
+    ada = open_tab(context)
+    grace = open_tab(context)
+    ada.send("Hello, my name is Ada")
+    grace.send("Hello, my name is Grace")  # both stream at once
+    ada.reply(1)
+    grace.reply(1)
+
+    for tab in (ada, grace):  # each tab's write merged, none overwritten
+        expect(tab.page.locator(".conversation")).to_have_count(2)
+    expect(ada.page.locator("[aria-current=page]")).to_contain_text("Ada")
+    expect(grace.page.locator("[aria-current=page]")).to_contain_text("Grace")
+
+    ada.page.reload()
+    ada.wait_ready()
+    assert "Ada" in ada.chat("What is my name?")
+    assert "Grace" in grace.chat("What is my name?")
+    expect(ada.page.locator(".conversation")).to_have_count(2)
+
+
+# ---- safety ----------------------------------------------------------------------------
+
+
+def test_html_in_messages_never_runs(chat: ChatPage) -> None:
+    for text in HOSTILE:
+        chat.chat(text)
+    chat.chat("Please repeat after me: <img src=x onerror=alert(1)> <b>bold</b>")
+    users = [text for role, text in chat.transcript() if role == "user"]
+    assert users[: len(HOSTILE)] == HOSTILE  # shown as the text it is
+    assert chat.page.locator(INJECTED).count() == 0
+
+    chat.page.reload()  # the history path renders the same text safely
+    chat.wait_ready()
+    expect(chat.messages).to_have_count(2 * (len(HOSTILE) + 1))
+    assert chat.page.locator(INJECTED).count() == 0
+    chat.page.wait_for_timeout(300)
+    assert chat.dialogs == []
+
+
+def test_html_in_a_bot_reply_never_runs(chat: ChatPage) -> None:
+    hostile = "Look: <img src=x onerror=alert(1)> and <script>alert(2)</script> **bold**"
+    chunks = [hostile[:9], hostile[9:30], hostile[30:]]
+    ids = {"conversation_id": "f" * 32, "message_id": "m1"}
+    events = [("connected", "m1:0", ids)]
+    events += [("message", f"m1:{i}", {**ids, "content": c}) for i, c in enumerate(chunks, 1)]
+    events += [("completed", "m1:4", {**ids, "content": hostile})]
+
+    def reply(route: Route) -> None:
+        route.fulfill(status=200, content_type="text/event-stream", body=sse(events, 3000))
+
+    chat.page.route("**/chat", reply)
+    body = chat.chat("Say something nasty").replace("\n", " ")
+    assert "<img src=x onerror=alert(1)>" in body
+    assert "<script>alert(2)</script>" in body
+    assert chat.page.locator(INJECTED).count() == 0
+    expect(chat.replies.first.locator("strong")).to_have_text("bold")
+    chat.page.wait_for_timeout(300)
+    assert chat.dialogs == []
+
+
+MARKDOWN_CASES: list[tuple[str, list[str], str]] = [
+    # (source, tags expected in order of appearance, text content)
+    ("<img src=x onerror=alert(1)>", ["p"], "<img src=x onerror=alert(1)>"),
+    ("**<script>alert(1)</script>**", ["p", "strong"], "<script>alert(1)</script>"),
+    ("[click](javascript:alert(1))", ["p", "span"], "click"),
+    ("[x](data:text/html;base64,PHNjcmlwdD4=)", ["p", "span"], "x"),
+    ("[x](data:text/html,<script>alert(1)</script>)", ["p"], "[x](data:text/html,<script>alert(1)</script>)"),
+    ("![pic](https://example.com/x.png)", ["p", "a"], "!pic"),
+    ('<a href="javascript:alert(1)">x</a>', ["p"], '<a href="javascript:alert(1)">x</a>'),
+    ("```html\n<script>alert(1)</script>\n```", ["pre", "code"], "<script>alert(1)</script>"),
+    ("`<svg onload=alert(1)>`", ["p", "code"], "<svg onload=alert(1)>"),
+    ("- one\n- *two*\n\n1. a\n2. b", ["ul", "li", "li", "em", "ol", "li", "li"], "onetwoab"),
+    ("Read https://example.com/<img src=x>.", ["p", "a"], "Read https://example.com/<img src=x>."),
+    ("a_b_c and 2 * 3 * 4", ["p"], "a_b_c and 2 * 3 * 4"),
+    ("# Title\nline one\nline two", ["h3", "p", "br"], "Titleline oneline two"),
+    ("```\nunclosed fence", ["pre", "code"], "unclosed fence"),
+]
+
+
+def test_markdown_renderer_is_safe(chat: ChatPage) -> None:
+    results: list[dict[str, Any]] = chat.page.evaluate(
+        """async (cases) => {
+          const { renderMarkdown } = await import('/static/markdown.js');
+          const out = [];
+          for (const source of cases) {
+            const holder = document.createElement('div');
+            holder.className = 'markdown';
+            holder.append(renderMarkdown(source));
+            document.body.append(holder);  // attached, so anything injected would load or run
+            const all = [...holder.querySelectorAll('*')];
+            out.push({
+              tags: all.map(e => e.tagName.toLowerCase()),
+              text: holder.textContent,
+              attrs: all.flatMap(e => [...e.attributes].map(a => a.name)),
+              links: [...holder.querySelectorAll('a')].map(a => [a.getAttribute('href'), a.rel]),
+            });
+          }
+          await new Promise(resolve => setTimeout(resolve, 300));
+          return out;
+        }""",
+        [source for source, _, _ in MARKDOWN_CASES],
+    )
+    for (source, tags, text), got in zip(MARKDOWN_CASES, results, strict=True):
+        assert got["tags"] == tags, source
+        assert got["text"] == text, source
+        assert set(got["attrs"]) <= {"href", "rel", "target", "class", "data-lang", "start"}
+        for href, rel in got["links"]:
+            assert href.startswith("https://"), source
+            assert "noopener" in rel
+    assert chat.dialogs == []
+
+
+def test_sse_parser_follows_the_spec(chat: ChatPage) -> None:
+    stream = (
+        "\ufeffretry: 1500\r\n: ping\r\nevent: message\r\nid: a:1\r\ndata: line one\r\n"
+        "data:line two\r\ndata\r\n\r\nid: bad\u0000id\ndata: {\"x\": 1}\n\nretry: soon\n"
+        "event: custom\rdata:  spaced\r\r: only a comment\n\ndata: never finished"
+    )
+    expected = [
+        {"type": "message", "data": "line one\nline two\n", "lastEventId": "a:1"},
+        {"type": "message", "data": '{"x": 1}', "lastEventId": "a:1"},
+        {"type": "custom", "data": " spaced", "lastEventId": "a:1"},
+    ]
+    runs: list[dict[str, Any]] = chat.page.evaluate(
+        """async (stream) => {
+          const { SseParser } = await import('/static/sse.js');
+          const parse = (chunks) => {
+            const got = {events: [], comments: [], retries: []};
+            const parser = new SseParser({
+              onEvent: e => got.events.push(e),
+              onComment: c => got.comments.push(c),
+              onRetry: ms => got.retries.push(ms),
+            });
+            for (const chunk of chunks) parser.feed(chunk);
+            return got;
+          };
+          const runs = [parse([stream]), parse([...stream])];
+          for (let i = 1; i < stream.length; i++) runs.push(parse([stream.slice(0, i), stream.slice(i)]));
+          return runs;
+        }""",
+        stream,
+    )
+    for run in runs:  # however the bytes are cut, the same events come out
+        assert run["events"] == expected
+        assert run["comments"] == ["ping", "only a comment"]
+        assert run["retries"] == [1500]
+
+
+# ---- errors ----------------------------------------------------------------------------
+
+
+def test_engine_failure_shows_a_readable_error_with_retry(chat: ChatPage) -> None:
+    chat.send("/simulate error")
+    reply = chat.reply(1, "error")
+    error = reply.locator(".message-error")
+    expect(error).to_be_visible()
+    expect(error).to_have_attribute("role", "alert")
+    message = error.locator("p").inner_text()
+    assert len(message) > 10
+    assert "{" not in message and "Traceback" not in message
+    retry = reply.get_by_role("button", name="Retry this message")
+    expect(retry).to_be_visible()
+    retry.click()  # sends the message again, in place of the failed pair
+    chat.reply(1, "error")
+    expect(chat.messages).to_have_count(2)
+    assert chat.chat("Hello")  # the conversation is still usable
+
+
+def test_rejected_message_says_why_and_gives_the_text_back(chat: ChatPage) -> None:
+    too_long = "x" * 10_001
+    chat.send(too_long)
+    reply = chat.reply(1, "error")
+    message = reply.locator(".message-error p").inner_text()
+    assert message and "{" not in message
+    expect(reply.get_by_role("button", name="Retry this message")).to_have_count(0)
+    assert chat.page.get_by_label("Message", exact=True).input_value() == too_long
+    expect(chat.page.locator("#connection")).to_have_attribute("data-state", "idle")
+    assert chat.page.locator(".conversation").count() == 0  # nothing was created
+
+
+def test_unreachable_server_shows_a_retry(chat: ChatPage) -> None:
+    chat.page.route("**/chat", lambda route: route.abort("connectionrefused"))
+    chat.send("Hello")
+    reply = chat.reply(1, "error")
+    expect(reply.locator(".message-error")).to_contain_text("reach the server")
+    expect(chat.page.locator("#connection")).to_have_attribute("data-state", "error")
+    chat.page.unroute("**/chat")
+    reply.get_by_role("button", name="Retry this message").click()
+    chat.reply(1)
+    expect(chat.messages).to_have_count(2)
+
+
+def _drop_after_first_chunk(route: Route) -> None:
+    ids = {"conversation_id": "e" * 32, "message_id": "m7"}
+    events = [
+        ("connected", "m7:0", ids),
+        ("message", "m7:1", {**ids, "content": "Half a rep"}),
+    ]
+    route.fulfill(status=200, content_type="text/event-stream", body=sse(events, retry=50))
+
+
+def test_dropped_stream_resumes_from_the_last_event_id(chat: ChatPage) -> None:
+    resumes: list[str | None] = []
+    ids = {"conversation_id": "e" * 32, "message_id": "m7"}
+
+    def resume(route: Route) -> None:
+        resumes.append(route.request.headers.get("last-event-id"))
+        rest = [
+            ("message", "m7:2", {**ids, "content": "ly, resumed"}),
+            ("completed", "m7:3", {**ids, "content": "Half a reply, resumed"}),
+        ]
+        route.fulfill(status=200, content_type="text/event-stream", body=sse(rest))
+
+    chat.page.route("**/chat", _drop_after_first_chunk)
+    chat.page.route("**/conversations/*/stream", resume)
+    assert chat.chat("Hello") == "Half a reply, resumed"
+    assert resumes == ["m7:1"]
+
+
+def test_dropped_stream_without_resume_offers_retry(chat: ChatPage) -> None:
+    requests: list[str] = []
+    chat.page.on("request", lambda request: requests.append(request.url))
+    chat.page.route("**/chat", _drop_after_first_chunk)
+    chat.send("Hello")  # the live server cannot resume this conversation: 404 or 405
+    reply = chat.reply(1, "error")
+    expect(reply.locator(".message-body")).to_have_text("Half a rep")  # what came is kept
+    expect(reply.locator(".message-error")).to_contain_text("connection was lost")
+    expect(reply.get_by_role("button", name="Retry this message")).to_be_visible()
+    assert sum("/stream" in url for url in requests) == 1  # tried once
+
+
+# ---- accessibility, themes, small screens -----------------------------------------------
+
+
+def test_keyboard_and_screen_reader_basics(chat: ChatPage) -> None:
+    page = chat.page
+    box = page.get_by_label("Message", exact=True)
+    expect(page.get_by_role("log")).to_have_attribute("aria-live", "polite")
+    expect(page.get_by_role("button", name="Send message")).to_be_visible()
+    expect(page.get_by_role("button", name="New chat")).to_be_visible()
+    expect(page.get_by_role("navigation", name="Saved conversations")).to_be_attached()
+
+    page.keyboard.press("Tab")  # the first stop is the skip link, and it leads to the box
+    expect(page.get_by_role("link", name="Skip to the message box")).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(box).to_be_focused()
+
+    box.type("line one")
+    box.press("Shift+Enter")
+    box.type("line two")
+    assert box.input_value() == "line one\nline two"
+    expect(chat.messages).to_have_count(0)
+    box.press("Enter")
+    chat.reply(1)
+    assert chat.transcript()[0] == ("user", "line one\nline two")
+    expect(box).to_be_focused()
+    expect(chat.replies.first).not_to_have_attribute("aria-busy", "true")
+
+    chat.replies.first.get_by_role("button", name="Copy this reply").click()
+    expect(chat.replies.first.locator(".copy")).to_have_text(re.compile("Cop(ied|y failed)"))
+
+
+def test_themes_follow_the_system_and_the_toggle(
+    browser: Browser, web_server: str, open_tab: OpenTab
+) -> None:
+    for scheme in ("light", "dark"):
+        context = browser.new_context(
+            base_url=web_server, viewport={"width": 1200, "height": 800}, color_scheme=scheme
+        )
+        try:
+            chat = open_tab(context)
+            chat.chat("Hello, my name is Ada")
+            chat.chat("Can you show me some code?")
+            chat.send("/simulate error")
+            chat.reply(3, "error")
+            chat.page.get_by_label("Message", exact=True).fill("Enter sends, Shift+Enter: new line")
+            background = chat.page.evaluate("getComputedStyle(document.body).backgroundColor")
+            expected_dark = scheme == "dark"
+            assert _is_dark(background) == expected_dark, background
+            toggle = chat.page.locator("#theme-toggle")
+            expect(toggle).to_have_attribute("aria-pressed", str(expected_dark).lower())
+            chat.screenshot(f"web-{scheme}")
+
+            toggle.click()  # the other theme, kept across a reload
+            chat.page.reload()
+            chat.wait_ready()
+            background = chat.page.evaluate("getComputedStyle(document.body).backgroundColor")
+            assert _is_dark(background) != expected_dark, background
+        finally:
+            context.close()
+
+
+def _is_dark(css_color: str) -> bool:
+    red, green, blue = (int(v) for v in re.findall(r"\d+", css_color)[:3])
+    return (red + green + blue) / 3 < 128
+
+
+@pytest.mark.parametrize("scheme", ["light", "dark"])
+def test_phone_sized_screen(
+    browser: Browser, web_server: str, open_tab: OpenTab, scheme: str
+) -> None:
+    context = browser.new_context(
+        base_url=web_server,
+        viewport={"width": 390, "height": 844},
+        device_scale_factor=2,
+        is_mobile=True,
+        has_touch=True,
+        color_scheme=scheme,
+    )
+    try:
+        chat = open_tab(context)
+        page = chat.page
+        expect(page.locator("#sidebar")).not_to_be_in_viewport()
+        chat.chat("Tell me a joke")
+        width = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert width[0] <= width[1], "the page scrolls sideways"
+        expect(page.get_by_label("Message", exact=True)).to_be_in_viewport()
+        chat.screenshot(f"web-phone-{scheme}")
+
+        menu = page.get_by_role("button", name="Show conversations")
+        menu.click()
+        expect(menu).to_have_attribute("aria-expanded", "true")
+        expect(page.locator("#sidebar")).to_be_in_viewport()
+        expect(page.get_by_role("button", name="New chat")).to_be_focused()
+        expect(page.locator(".conversation")).to_have_count(1)
+        chat.screenshot(f"web-phone-{scheme}-conversations")
+        page.keyboard.press("Escape")
+        expect(menu).to_be_focused()
+        expect(menu).to_have_attribute("aria-expanded", "false")
+    finally:
+        context.close()
