@@ -55,6 +55,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 TIMEOUT_MS = 10_000
+APP = os.environ.get("DEV_E2E_APP", "chatbot_sse.main:app")
 
 
 def free_port() -> int:
@@ -95,7 +96,7 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log_path = tmp / "server.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", os.environ.get("DEV_E2E_APP", "chatbot_sse.main:app"), "--host", "127.0.0.1",
+            [sys.executable, "-m", "uvicorn", APP, "--host", "127.0.0.1",
              "--port", str(port), "--no-access-log", "--timeout-graceful-shutdown", "2"],
             cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip

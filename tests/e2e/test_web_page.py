@@ -14,7 +14,7 @@ import re
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Route, expect
@@ -67,7 +67,8 @@ def test_page_is_served_with_a_strict_csp(web_server: str) -> None:
     page = body.decode()
     assert "<script>" not in page  # every script is a file
     assert not re.search(r"\son[a-z]+=", page)  # no inline event handlers
-    assert "http://" not in page and "https://" not in page  # nothing from outside
+    assert "http://" not in page  # nothing from outside
+    assert "https://" not in page
 
     status, headers, _ = get(web_server + "/static/app.js")
     assert status == 200
@@ -99,7 +100,8 @@ def test_reply_grows_while_it_streams(chat: ChatPage) -> None:
             const reply = document.querySelector('#messages > li.message-assistant:last-child');
             if (!reply) return;
             const text = reply.querySelector('.message-body')?.textContent ?? '';
-            window.__states.push([text.length, reply.dataset.state, reply.getAttribute('aria-busy')]);
+            const busy = reply.getAttribute('aria-busy');
+            window.__states.push([text.length, reply.dataset.state, busy]);
           }).observe(document.getElementById('messages'),
                      {childList: true, subtree: true, characterData: true, attributes: true});
         }"""
@@ -225,7 +227,11 @@ MARKDOWN_CASES: list[tuple[str, list[str], str]] = [
     ("**<script>alert(1)</script>**", ["p", "strong"], "<script>alert(1)</script>"),
     ("[click](javascript:alert(1))", ["p", "span"], "click"),
     ("[x](data:text/html;base64,PHNjcmlwdD4=)", ["p", "span"], "x"),
-    ("[x](data:text/html,<script>alert(1)</script>)", ["p"], "[x](data:text/html,<script>alert(1)</script>)"),
+    (
+        "[x](data:text/html,<script>alert(1)</script>)",
+        ["p"],
+        "[x](data:text/html,<script>alert(1)</script>)",
+    ),
     ("![pic](https://example.com/x.png)", ["p", "a"], "!pic"),
     ('<a href="javascript:alert(1)">x</a>', ["p"], '<a href="javascript:alert(1)">x</a>'),
     ("```html\n<script>alert(1)</script>\n```", ["pre", "code"], "<script>alert(1)</script>"),
@@ -274,7 +280,7 @@ def test_markdown_renderer_is_safe(chat: ChatPage) -> None:
 def test_sse_parser_follows_the_spec(chat: ChatPage) -> None:
     stream = (
         "\ufeffretry: 1500\r\n: ping\r\nevent: message\r\nid: a:1\r\ndata: line one\r\n"
-        "data:line two\r\ndata\r\n\r\nid: bad\u0000id\ndata: {\"x\": 1}\n\nretry: soon\n"
+        'data:line two\r\ndata\r\n\r\nid: bad\u0000id\ndata: {"x": 1}\n\nretry: soon\n'
         "event: custom\rdata:  spaced\r\r: only a comment\n\ndata: never finished"
     )
     expected = [
@@ -296,7 +302,9 @@ def test_sse_parser_follows_the_spec(chat: ChatPage) -> None:
             return got;
           };
           const runs = [parse([stream]), parse([...stream])];
-          for (let i = 1; i < stream.length; i++) runs.push(parse([stream.slice(0, i), stream.slice(i)]));
+          for (let i = 1; i < stream.length; i++) {
+            runs.push(parse([stream.slice(0, i), stream.slice(i)]));
+          }
           return runs;
         }""",
         stream,
@@ -318,7 +326,8 @@ def test_engine_failure_shows_a_readable_error_with_retry(chat: ChatPage) -> Non
     expect(error).to_have_attribute("role", "alert")
     message = error.locator("p").inner_text()
     assert len(message) > 10
-    assert "{" not in message and "Traceback" not in message
+    assert "{" not in message
+    assert "Traceback" not in message
     retry = reply.get_by_role("button", name="Retry this message")
     expect(retry).to_be_visible()
     retry.click()  # sends the message again, in place of the failed pair
@@ -332,7 +341,8 @@ def test_rejected_message_says_why_and_gives_the_text_back(chat: ChatPage) -> No
     chat.send(too_long)
     reply = chat.reply(1, "error")
     message = reply.locator(".message-error p").inner_text()
-    assert message and "{" not in message
+    assert message
+    assert "{" not in message
     expect(reply.get_by_role("button", name="Retry this message")).to_have_count(0)
     assert chat.page.get_by_label("Message", exact=True).input_value() == too_long
     expect(chat.page.locator("#connection")).to_have_attribute("data-state", "idle")
@@ -458,7 +468,7 @@ def _is_dark(css_color: str) -> bool:
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
 def test_phone_sized_screen(
-    browser: Browser, web_server: str, open_tab: OpenTab, scheme: str
+    browser: Browser, web_server: str, open_tab: OpenTab, scheme: Literal["light", "dark"]
 ) -> None:
     context = browser.new_context(
         base_url=web_server,
