@@ -311,6 +311,7 @@ async function send(text) {
   setBusy(true);
   announce("Sent. The assistant is replying.");
   const retry = () => {
+    if (state.turn) return; // one turn at a time; the button stays for later
     userItem.remove();
     reply.item.remove();
     void send(text);

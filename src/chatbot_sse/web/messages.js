@@ -99,7 +99,7 @@ export function addAssistantMessage(initial = {}) {
       box.append(text);
       if (onRetry) {
         const retry = button("Retry", "retry", "Retry this message");
-        retry.addEventListener("click", onRetry, { once: true });
+        retry.addEventListener("click", onRetry);
         box.append(retry);
       }
       item.insertBefore(box, meta);
