@@ -55,6 +55,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 TIMEOUT_MS = 10_000
+expect.set_options(timeout=TIMEOUT_MS)
 APP = os.environ.get("DEV_E2E_APP", "chatbot_sse.main:app")
 
 

@@ -106,7 +106,7 @@ def test_reply_grows_while_it_streams(chat: ChatPage) -> None:
                      {childList: true, subtree: true, characterData: true, attributes: true});
         }"""
     )
-    final = chat.chat("Tell me a story")
+    final = chat.chat("Tell me a joke")
     states: list[list[Any]] = chat.page.evaluate("window.__states")
     streaming = [length for length, state, busy in states if state == "streaming" and busy]
     intermediate = sorted({n for n in streaming if 0 < n < len(final)})
@@ -349,6 +349,24 @@ def test_rejected_message_says_why_and_gives_the_text_back(chat: ChatPage) -> No
     assert chat.page.locator(".conversation").count() == 0  # nothing was created
 
 
+def test_conversation_unknown_to_the_server_is_dropped_with_a_notice(chat: ChatPage) -> None:
+    gone = "d" * 32  # say the server's database was reset since
+    chat.page.evaluate(
+        """(id) => {
+          const items = {[id]: {id, title: 'An old chat', updatedAt: Date.now()}};
+          localStorage.setItem('chatbot-sse:conversations:v1', JSON.stringify({items}));
+          sessionStorage.setItem('chatbot-sse:active', id);
+        }""",
+        gone,
+    )
+    chat.page.reload()
+    chat.wait_ready()
+    expect(chat.page.locator("#notice")).to_contain_text("no longer on the server")
+    expect(chat.page.locator(".conversation")).to_have_count(0)
+    expect(chat.page.locator("#welcome")).to_be_visible()
+    assert chat.chat("Hello")  # and a new chat starts
+
+
 def test_unreachable_server_shows_a_retry(chat: ChatPage) -> None:
     chat.page.route("**/chat", lambda route: route.abort("connectionrefused"))
     chat.send("Hello")
@@ -441,9 +459,10 @@ def test_themes_follow_the_system_and_the_toggle(
         try:
             chat = open_tab(context)
             chat.chat("Hello, my name is Ada")
-            chat.chat("Can you show me some code?")
+            chat.chat("What is 12 * 7?")
+            _markdown_reply(chat, "How do I stream a reply with curl?")
             chat.send("/simulate error")
-            chat.reply(3, "error")
+            chat.reply(4, "error")
             chat.page.get_by_label("Message", exact=True).fill("Enter sends, Shift+Enter: new line")
             background = chat.page.evaluate("getComputedStyle(document.body).backgroundColor")
             expected_dark = scheme == "dark"
@@ -459,6 +478,33 @@ def test_themes_follow_the_system_and_the_toggle(
             assert _is_dark(background) != expected_dark, background
         finally:
             context.close()
+
+
+MARKDOWN_REPLY = """Use `curl -N` so it prints each event as it arrives:
+
+```bash
+curl -N http://127.0.0.1:8000/chat -d message=Hello
+```
+
+- **`-N`** turns off curl's output buffering
+- each `data:` line is *one* JSON object
+
+See [the SSE spec](https://html.spec.whatwg.org/multipage/server-sent-events.html)."""
+
+
+def _markdown_reply(chat: ChatPage, question: str) -> None:
+    """One turn answered with Markdown, as a real model writes it (the simulated bot doesn't)."""
+    ids = {"conversation_id": chat.page.evaluate("sessionStorage['chatbot-sse:active']")}
+    ids["message_id"] = "m9"
+    events = [("connected", "m9:0", ids), ("message", "m9:1", {**ids, "content": MARKDOWN_REPLY})]
+    events += [("completed", "m9:2", {**ids, "content": MARKDOWN_REPLY})]
+    body = sse(events, 3000)
+    chat.page.route(
+        "**/chat",
+        lambda route: route.fulfill(status=200, content_type="text/event-stream", body=body),
+        times=1,
+    )
+    chat.chat(question)
 
 
 def _is_dark(css_color: str) -> bool:

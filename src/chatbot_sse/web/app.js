@@ -350,7 +350,7 @@ async function send(text) {
       connection = failTurn(err, text, userItem, reply, retry);
     } else {
       connection = "error";
-      reply.fail(`Something went wrong in the page: ${String(err)}`, retry);
+      reply.fail("Reply failed.", `Something went wrong in the page: ${String(err)}`, retry);
     }
   } finally {
     if (state.turn === turn) {
@@ -376,7 +376,7 @@ function failTurn(err, text, userItem, reply, retry) {
   if (err.status === 404) {
     // The server no longer knows this conversation: offer to carry on in a new one.
     if (state.conversationId) removeConversation(state.conversationId);
-    reply.fail(`${err.message} Retry to send it in a new conversation.`, () => {
+    reply.fail("Not sent.", `${err.message} Retry to send it in a new conversation.`, () => {
       state.conversationId = null;
       setActiveConversation(null);
       renderList();
@@ -387,14 +387,14 @@ function failTurn(err, text, userItem, reply, retry) {
   if (err.status >= 400 && err.status < 500 && !err.retryable) {
     // Rejected before any reply (too long, invalid): give the text back to edit.
     userItem.dataset.state = "rejected";
-    reply.fail(err.message, null);
+    reply.fail("Not sent.", err.message, null);
     if (!ui.input.value) {
       ui.input.value = text;
       autosize();
     }
     return "idle";
   }
-  reply.fail(err.message, err.retryable ? retry : null);
+  reply.fail("Reply failed.", err.message, err.retryable ? retry : null);
   return err.code === "network_error" || err.code === "connection_lost" ? "error" : "idle";
 }
 

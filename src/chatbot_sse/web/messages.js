@@ -86,16 +86,19 @@ export function addAssistantMessage(initial = {}) {
     },
     /**
      * Show an error in the bubble, with a retry button when `onRetry` is given.
-     * @param {string} message readable text
+     * @param {string} lead what happened, in two words ("Reply failed.")
+     * @param {string} message readable text, usually the server's
      * @param {(() => void) | null} onRetry
      */
-    fail(message, onRetry) {
+    fail(lead, message, onRetry) {
       handle.finish("error");
       const box = document.createElement("div");
       box.className = "message-error";
       box.setAttribute("role", "alert");
       const text = document.createElement("p");
-      text.textContent = message;
+      const strong = document.createElement("strong");
+      strong.textContent = lead;
+      text.append(strong, " ", message);
       box.append(text);
       if (onRetry) {
         const retry = button("Retry", "retry", "Retry this message");
