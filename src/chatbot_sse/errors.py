@@ -1,6 +1,7 @@
 """One exception hierarchy, each error carrying a stable `code` clients can branch on.
 
     ChatError                         code            HTTP  retryable
+    ├── IncompleteBody                incomplete_body  400  no
     ├── InvalidInput                  invalid_input    422  no
     │   └── InvalidConversationId     invalid_conversation_id
     ├── PayloadTooLarge               payload_too_large 413 no
@@ -28,6 +29,13 @@ class ChatError(Exception):
         self.message = message
         if code is not None:
             self.code = code
+
+
+class IncompleteBody(ChatError):
+    """The client went away (or stopped sending) before its body was complete."""
+
+    code = "incomplete_body"
+    status_code = 400
 
 
 class InvalidInput(ChatError):

@@ -8,7 +8,7 @@ whatever the engine holds (an upstream request, say).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 from chatbot_sse.domain import Message
@@ -27,8 +27,10 @@ class Engine(Protocol):
     async def health(self) -> dict[str, Any]:
         """A small JSON-able state report for `/health`; must not raise."""
 
-    def stream(self, context: Sequence[Message]) -> AsyncIterator[str]:
+    def stream(self, context: Sequence[Message]) -> AsyncGenerator[str, None]:
         """Yield the reply to the last user message of `context`, chunk by chunk.
 
-        Raise `chatbot_sse.errors.EngineError` (or a subclass) on failure.
+        Raise `chatbot_sse.errors.EngineError` (or a subclass) on failure. An async
+        generator, so the turn can `aclose()` it at once when the reply is cut
+        short while the engine is suspended between chunks.
         """

@@ -1,0 +1,48 @@
+"""Stores by URL scheme: `create_store(url)` builds the backend `STORE_URL` names.
+
+Built-in backends are registered as `"module:factory"` strings, like engines,
+and imported only when chosen: a SQLite deployment never imports a Redis
+client. A factory takes the whole URL and returns an unopened `Store`; nothing
+connects until `open()`, which the lifespan calls after gunicorn has forked.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from typing import cast
+
+from chatbot_sse.stores.base import Store
+
+__all__ = ["BUILTIN_STORES", "Store", "create_store"]
+
+BUILTIN_STORES: Mapping[str, str] = {
+    "sqlite": "chatbot_sse.stores.sqlite:from_url",
+    "memory": "chatbot_sse.stores.memory:from_url",
+    "redis": "chatbot_sse.stores.redis:from_url",
+    "rediss": "chatbot_sse.stores.redis:from_url",
+}
+
+
+def create_store(url: str, registry: Mapping[str, str] = BUILTIN_STORES) -> Store:
+    """Build the (unopened) store `url` names; ValueError if it is unknown, malformed or missing.
+
+    The error says which: an unknown scheme, a backend whose module doesn't
+    exist (yet), or one whose optional dependency is not installed. Either way
+    the server refuses to start rather than failing on the first chat.
+    """
+    scheme, sep, _ = url.partition("://")
+    if not sep or scheme not in registry:
+        known = ", ".join(f"{name}://" for name in sorted(registry))
+        raise ValueError(f"unsupported store URL {url!r}; use one of: {known}")
+    module_name, _, factory_name = registry[scheme].partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
+            raise ValueError(f"store backend {scheme!r} is not available yet") from exc
+        raise ValueError(
+            f"store backend {scheme!r} needs the package {exc.name!r}, which is not installed"
+        ) from exc
+    factory = cast("Callable[[str], Store]", getattr(module, factory_name))
+    return factory(url)

@@ -1,0 +1,1 @@
+"""HTTP transport: routes parse and validate, then hand over to the turn service."""

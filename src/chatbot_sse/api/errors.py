@@ -1,0 +1,78 @@
+"""The one place where errors become HTTP: a status and `{"error": {"code", "message"}}`.
+
+Framework errors (unknown route, wrong method, FastAPI's own validation) are
+mapped to the same shape, and anything unexpected becomes a 500 with a generic
+message: a traceback never reaches a client.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+from chatbot_sse.errors import ChatError
+
+log = structlog.get_logger(__name__)
+
+_HTTP_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid_input",
+    429: "too_many_requests",
+    503: "unavailable",
+}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message}}, status_code=status, headers=headers
+    )
+
+
+async def _chat_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ChatError)
+    headers = {"Retry-After": "1"} if exc.status_code == 503 else None
+    return error_response(exc.status_code, exc.code, exc.message, headers)
+
+
+async def _http_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    code = _HTTP_CODES.get(exc.status_code, "http_error")
+    detail = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
+    return error_response(exc.status_code, code, detail, dict(exc.headers or {}))
+
+
+def _describe(error: dict[str, Any]) -> str:
+    where = ".".join(str(part) for part in error.get("loc", ()) if part != "body")
+    return f"{where}: {error.get('msg', 'invalid')}" if where else str(error.get("msg", "invalid"))
+
+
+async def _validation_error(_: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    message = "; ".join(_describe(e) for e in exc.errors()) or "invalid request"
+    return error_response(422, "invalid_input", message)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.error("unhandled_error", path=request.url.path, exc_info=exc)
+    return error_response(500, "internal_error", "the server failed to answer this request")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ChatError, _chat_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(Exception, _unexpected)

@@ -1,0 +1,1 @@
+"""Logging and metrics: how the server tells operators what it is doing."""

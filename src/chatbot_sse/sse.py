@@ -1,0 +1,41 @@
+"""The SSE wire format in one place: events and keep-alive pings as bytes.
+
+This is the per-event hot path, so it builds frames by concatenating bytes and
+serialises `data` with orjson in one call; nothing here validates. orjson never
+emits a raw newline (control characters in strings are escaped), which is what
+guarantees that every `data:` field is a single line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+PING = b": ping\n\n"
+"""A comment frame: ignored by every SSE client, but it keeps proxies from
+closing a stream that is idle while a slow model thinks."""
+
+
+def retry_field(milliseconds: int) -> bytes:
+    """The `retry:` line telling a reconnecting EventSource how long to wait."""
+    return b"retry: %d\n" % milliseconds
+
+
+def encode_event(event: str, event_id: str, data: dict[str, Any], prefix: bytes = b"") -> bytes:
+    """One complete SSE frame: `event:`, `id:` and a single-line JSON `data:`.
+
+    `prefix` is prepended verbatim (used for the `retry:` line of the first frame).
+    """
+    return b"".join(
+        (
+            prefix,
+            b"event: ",
+            event.encode(),
+            b"\nid: ",
+            event_id.encode(),
+            b"\ndata: ",
+            orjson.dumps(data),
+            b"\n\n",
+        )
+    )

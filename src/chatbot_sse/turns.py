@@ -1,0 +1,190 @@
+"""A turn's lifecycle, from the user's message to the stored reply. No HTTP here.
+
+`begin()` does everything that can still fail as a plain HTTP error: find or
+create the conversation and durably store the user's message. `run()` then
+drives the engine and hands each event to a sink; the transport decides how
+events reach the client. Whatever happens to the stream afterwards (engine
+failure, client disconnect, shutdown), the reply produced so far is stored,
+marked with how it ended, before the cancellation or error propagates.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from chatbot_sse.domain import (
+    Message,
+    MessageStatus,
+    Role,
+    Usage,
+    new_conversation_id,
+    new_message_id,
+)
+from chatbot_sse.engines.base import Engine
+from chatbot_sse.errors import ChatError, ConversationNotFound
+from chatbot_sse.observability.metrics import Metrics
+from chatbot_sse.stores.base import Store
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True, frozen=True)
+class TurnEvent:
+    """One event of a reply: its SSE name, its id and its JSON payload."""
+
+    name: str
+    id: str
+    data: dict[str, Any]
+
+
+EventSink = Callable[[TurnEvent], Awaitable[None]]
+
+
+@dataclass(slots=True, frozen=True)
+class Turn:
+    conversation_id: str
+    user_message: Message
+    reply_id: str
+    new_conversation: bool
+
+
+def _approx_tokens(text: str) -> int:
+    """Whitespace tokens: a cheap, engine-independent usage estimate."""
+    return len(text.split())
+
+
+class TurnService:
+    """Runs turns against one store and one engine."""
+
+    def __init__(self, store: Store, engine: Engine, metrics: Metrics, max_history: int) -> None:
+        self.store = store
+        self.engine = engine
+        self.metrics = metrics
+        self.max_history = max_history
+
+    async def begin(self, text: str, conversation_id: str | None) -> Turn:
+        """Store the user's message; raise `ConversationNotFound` for an unknown id."""
+        now = time.time()
+        new = conversation_id is None
+        if conversation_id is None:
+            conversation_id = new_conversation_id()
+            await self.store.create_conversation(conversation_id, now)
+        elif await self.store.get_conversation(conversation_id) is None:
+            raise ConversationNotFound(f"conversation {conversation_id} does not exist")
+        user_message = Message(new_message_id(), conversation_id, Role.USER, text, now)
+        await self.store.append_message(user_message)
+        return Turn(conversation_id, user_message, new_message_id(), new)
+
+    async def run(self, turn: Turn, emit: EventSink) -> None:
+        """Generate the reply, emitting `connected`, `message`…, then `completed` or `error`.
+
+        Cancellation (the client went away) stores the partial reply as
+        interrupted and re-raises; engine and store failures become an `error`
+        event after the partial reply is stored as failed.
+        """
+        rid = turn.reply_id
+        base = {"conversation_id": turn.conversation_id, "message_id": rid}
+        parts: list[str] = []
+        started = time.perf_counter()
+        first_chunk_at: float | None = None
+        outcome = "completed"
+        self.metrics.stream_started()
+        try:
+            await emit(TurnEvent("connected", f"{rid}:0", {"type": "connected", **base}))
+            context = await self.store.history(turn.conversation_id, limit=self.max_history)
+            seq = 0
+            async with contextlib.aclosing(self.engine.stream(context)) as chunks:
+                async for chunk in chunks:
+                    if not chunk:
+                        continue
+                    if first_chunk_at is None:
+                        first_chunk_at = time.perf_counter()
+                    parts.append(chunk)
+                    seq += 1
+                    data = {"type": "message", "content": chunk, **base}
+                    await emit(TurnEvent("message", f"{rid}:{seq}", data))
+            reply = "".join(parts)
+            await self._store_reply(turn, reply, MessageStatus.COMPLETE, {"finish_reason": "stop"})
+            usage = Usage(
+                prompt_tokens=sum(_approx_tokens(m.content) for m in context),
+                completion_tokens=_approx_tokens(reply),
+            )
+            completed = {
+                "type": "completed",
+                "content": reply,
+                **base,
+                "finish_reason": "stop",
+                "usage": usage.to_json(),
+            }
+            await emit(TurnEvent("completed", f"{rid}:{seq + 1}", completed))
+        except asyncio.CancelledError:
+            outcome = "disconnected"
+            # Shielded: a second cancellation (shutdown) must not lose what the user saw.
+            await asyncio.shield(
+                self._store_partial(turn, parts, MessageStatus.INTERRUPTED, "disconnected")
+            )
+            raise
+        except ChatError as exc:
+            outcome = "error"
+            await self._fail(turn, parts, exc.code, exc.message, exc.retryable, emit, base)
+        except Exception:
+            outcome = "error"
+            log.exception("turn_failed", conversation_id=turn.conversation_id, message_id=rid)
+            await self._fail(
+                turn, parts, "internal_error", "the reply failed unexpectedly", True, emit, base
+            )
+        finally:
+            now = time.perf_counter()
+            ttft = None if first_chunk_at is None else first_chunk_at - started
+            self.metrics.stream_finished(outcome, now - started, ttft, len(parts))
+            log.info(
+                "turn_finished",
+                conversation_id=turn.conversation_id,
+                message_id=rid,
+                outcome=outcome,
+                chunks=len(parts),
+                duration_s=round(now - started, 4),
+                ttft_s=None if ttft is None else round(ttft, 4),
+            )
+
+    async def _fail(
+        self,
+        turn: Turn,
+        parts: list[str],
+        code: str,
+        message: str,
+        retryable: bool,
+        emit: EventSink,
+        base: dict[str, str],
+    ) -> None:
+        self.metrics.error(code)
+        await self._store_partial(turn, parts, MessageStatus.FAILED, code)
+        error = {"code": code, "message": message, "retryable": retryable}
+        seq = len(parts) + 1
+        await emit(
+            TurnEvent("error", f"{turn.reply_id}:{seq}", {"type": "error", "error": error, **base})
+        )
+
+    async def _store_partial(
+        self, turn: Turn, parts: list[str], status: MessageStatus, reason: str
+    ) -> None:
+        """Keep what the user already saw; a store failure here is logged, not raised."""
+        try:
+            await self._store_reply(turn, "".join(parts), status, {"finish_reason": reason})
+        except Exception:
+            log.exception("partial_reply_not_stored", conversation_id=turn.conversation_id)
+
+    async def _store_reply(
+        self, turn: Turn, content: str, status: MessageStatus, meta: dict[str, Any]
+    ) -> None:
+        reply = Message(
+            turn.reply_id, turn.conversation_id, Role.ASSISTANT, content, time.time(), status, meta
+        )
+        await self.store.append_message(reply)

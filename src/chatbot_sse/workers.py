@@ -1,0 +1,30 @@
+"""The gunicorn worker class: uvicorn-worker's, with a graceful shutdown that really waits.
+
+The stock `uvicorn_worker.UvicornWorker` passes no `timeout_graceful_shutdown`
+to uvicorn, so on SIGTERM uvicorn does not give open streams a bounded time to
+finish; gunicorn then kills the worker after `graceful_timeout` and the
+streams' cleanup (storing the partial reply) never runs. This subclass sets
+uvicorn's timeout a little below gunicorn's, so uvicorn cancels what is left
+in time for the cancellation handlers to run before gunicorn's SIGKILL.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+from uvicorn_worker import UvicornWorker as _StockWorker  # type: ignore[import-untyped]
+
+SHUTDOWN_MARGIN_SECONDS = 3
+
+
+def graceful_shutdown_timeout(gunicorn_graceful_timeout: float) -> int:
+    """uvicorn's share of gunicorn's graceful timeout, leaving time for cleanup."""
+    return max(1, int(gunicorn_graceful_timeout) - SHUTDOWN_MARGIN_SECONDS)
+
+
+class UvicornWorker(_StockWorker):  # type: ignore[misc]  # untyped base class
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {"loop": "auto", "http": "auto", "lifespan": "on"}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.config.timeout_graceful_shutdown = graceful_shutdown_timeout(self.cfg.graceful_timeout)
