@@ -6,9 +6,9 @@
   context, so their localStorage and conversations never mix.
 - `browser`: `/usr/bin/chromium` (installed by `make browser`; browsers cannot be downloaded
   here). Missing, the browser tests are skipped with the reason; with `CI` set they fail.
-- `chat`: a `ChatPage` on a fresh context. It records dialogs (an `alert` from injected HTML
-  would show up here), uncaught page errors and CSP violations, and fails the test on the
-  latter two.
+- `tab`: the page open in a fresh context; `open_tab` opens more (a second tab, another
+  context). Each tab records dialogs (an `alert` from injected HTML would show up there),
+  uncaught page errors and CSP violations; a test fails if a tab had either of the latter.
 """
 
 from __future__ import annotations
@@ -56,7 +56,6 @@ CHROMIUM_ARGS = [
 ]
 TIMEOUT_MS = 10_000
 expect.set_options(timeout=TIMEOUT_MS)
-APP = os.environ.get("DEV_E2E_APP", "chatbot_sse.main:app")
 
 
 def free_port() -> int:
@@ -97,7 +96,7 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     log_path = tmp / "server.log"
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", APP, "--host", "127.0.0.1",
+            [sys.executable, "-m", "uvicorn", "chatbot_sse.main:app", "--host", "127.0.0.1",
              "--port", str(port), "--no-access-log", "--timeout-graceful-shutdown", "2"],
             cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -114,8 +113,10 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 proc.wait()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
+    """Playwright, per module: its sync API marks an event loop as running in this thread
+    until it stops, which would break the async tests of modules run after this one."""
     if not CHROMIUM.exists():
         reason = f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium)"
         if os.environ.get("CI"):
@@ -125,7 +126,7 @@ def playwright() -> Iterator[Playwright]:
         yield pw
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(playwright: Playwright) -> Iterator[Browser]:
     browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
     yield browser
@@ -229,6 +230,6 @@ def open_tab() -> Iterator[Callable[[BrowserContext], ChatPage]]:
 
 
 @pytest.fixture
-def chat(context: BrowserContext, open_tab: Callable[[BrowserContext], ChatPage]) -> ChatPage:
+def tab(context: BrowserContext, open_tab: Callable[[BrowserContext], ChatPage]) -> ChatPage:
     """The chat page, open and ready, in a fresh context."""
     return open_tab(context)

@@ -82,18 +82,18 @@ def test_page_is_served_with_a_strict_csp(web_server: str) -> None:
 # ---- chatting --------------------------------------------------------------------------
 
 
-def test_second_reply_uses_the_first_turns_context(chat: ChatPage) -> None:
-    chat.chat("Hello, my name is Ada")
-    assert "Ada" in chat.chat("What is my name?")
-    assert [role for role, _ in chat.transcript()] == ["user", "assistant"] * 2
-    current = chat.page.locator(".conversation-open[aria-current=page]")
+def test_second_reply_uses_the_first_turns_context(tab: ChatPage) -> None:
+    tab.chat("Hello, my name is Ada")
+    assert "Ada" in tab.chat("What is my name?")
+    assert [role for role, _ in tab.transcript()] == ["user", "assistant"] * 2
+    current = tab.page.locator(".conversation-open[aria-current=page]")
     expect(current).to_contain_text("Hello, my name is Ada")
-    expect(chat.page.locator("#chat-title")).to_have_text("Hello, my name is Ada")
+    expect(tab.page.locator("#chat-title")).to_have_text("Hello, my name is Ada")
 
 
-def test_reply_grows_while_it_streams(chat: ChatPage) -> None:
+def test_reply_grows_while_it_streams(tab: ChatPage) -> None:
     # Record the reply's text after every DOM change, in the page, as it happens.
-    chat.page.evaluate(
+    tab.page.evaluate(
         """() => {
           window.__states = [];
           new MutationObserver(() => {
@@ -106,8 +106,8 @@ def test_reply_grows_while_it_streams(chat: ChatPage) -> None:
                      {childList: true, subtree: true, characterData: true, attributes: true});
         }"""
     )
-    final = chat.chat("Tell me a joke")
-    states: list[list[Any]] = chat.page.evaluate("window.__states")
+    final = tab.chat("Tell me a joke")
+    states: list[list[Any]] = tab.page.evaluate("window.__states")
     streaming = [length for length, state, busy in states if state == "streaming" and busy]
     intermediate = sorted({n for n in streaming if 0 < n < len(final)})
     assert len(intermediate) >= 3, f"saw only {intermediate} of {len(final)} characters"
@@ -116,49 +116,49 @@ def test_reply_grows_while_it_streams(chat: ChatPage) -> None:
     assert states[-1][2] is None  # aria-busy dropped when the reply is whole
 
 
-def test_stop_ends_the_reply_and_the_chat_goes_on(chat: ChatPage) -> None:
-    chat.send("/simulate slow")
-    reply = chat.replies.first
+def test_stop_ends_the_reply_and_the_chat_goes_on(tab: ChatPage) -> None:
+    tab.send("/simulate slow")
+    reply = tab.replies.first
     expect(reply.locator(".message-body")).to_have_text(re.compile(r"\w{2,}"))
-    expect(chat.page.get_by_role("button", name="Stop the reply")).to_be_visible()
-    chat.page.get_by_role("button", name="Stop the reply").click()
+    expect(tab.page.get_by_role("button", name="Stop the reply")).to_be_visible()
+    tab.page.get_by_role("button", name="Stop the reply").click()
     expect(reply).to_have_attribute("data-state", "stopped")
     expect(reply.locator(".message-tag")).to_have_text("Stopped")
     shown = reply.inner_text()
-    chat.page.wait_for_timeout(700)  # several chunk intervals of /simulate slow
+    tab.page.wait_for_timeout(700)  # several chunk intervals of /simulate slow
     assert reply.inner_text() == shown
-    expect(chat.page.get_by_role("button", name="Send message")).to_be_visible()
-    expect(chat.page.locator("#connection")).to_have_attribute("data-state", "idle")
+    expect(tab.page.get_by_role("button", name="Send message")).to_be_visible()
+    expect(tab.page.locator("#connection")).to_have_attribute("data-state", "idle")
 
     # Esc stops too.
-    chat.send("/simulate slow")
-    expect(chat.replies.nth(1).locator(".message-body")).to_have_text(re.compile(r"\w{2,}"))
-    chat.page.keyboard.press("Escape")
-    chat.reply(2, "stopped")
+    tab.send("/simulate slow")
+    expect(tab.replies.nth(1).locator(".message-body")).to_have_text(re.compile(r"\w{2,}"))
+    tab.page.keyboard.press("Escape")
+    tab.reply(2, "stopped")
 
-    assert chat.chat("Hello there")
-    assert len(chat.transcript()) == 6
+    assert tab.chat("Hello there")
+    assert len(tab.transcript()) == 6
 
 
-def test_reload_restores_the_conversation(chat: ChatPage) -> None:
-    chat.chat("Hello, my name is Ada")
-    chat.chat("Tell me a joke")
-    before = chat.transcript()
-    chat.page.reload()
-    chat.wait_ready()
-    expect(chat.messages).to_have_count(4)
-    assert chat.transcript() == before
-    expect(chat.page.locator("#welcome")).to_be_hidden()
-    expect(chat.page.locator(".conversation")).to_have_count(1)
-    assert "Ada" in chat.chat("What is my name?")  # the same conversation goes on
+def test_reload_restores_the_conversation(tab: ChatPage) -> None:
+    tab.chat("Hello, my name is Ada")
+    tab.chat("Tell me a joke")
+    before = tab.transcript()
+    tab.page.reload()
+    tab.wait_ready()
+    expect(tab.messages).to_have_count(4)
+    assert tab.transcript() == before
+    expect(tab.page.locator("#welcome")).to_be_hidden()
+    expect(tab.page.locator(".conversation")).to_have_count(1)
+    assert "Ada" in tab.chat("What is my name?")  # the same conversation goes on
 
-    chat.page.get_by_role("button", name="New chat").click()
-    expect(chat.messages).to_have_count(0)
-    chat.page.reload()
-    chat.wait_ready()
-    expect(chat.messages).to_have_count(0)  # a reload keeps the new, empty chat
-    chat.page.locator(".conversation-open").first.click()
-    expect(chat.messages).to_have_count(6)
+    tab.page.get_by_role("button", name="New chat").click()
+    expect(tab.messages).to_have_count(0)
+    tab.page.reload()
+    tab.wait_ready()
+    expect(tab.messages).to_have_count(0)  # a reload keeps the new, empty chat
+    tab.page.locator(".conversation-open").first.click()
+    expect(tab.messages).to_have_count(6)
 
 
 def test_two_tabs_keep_their_own_conversations(context: BrowserContext, open_tab: OpenTab) -> None:
@@ -184,23 +184,23 @@ def test_two_tabs_keep_their_own_conversations(context: BrowserContext, open_tab
 # ---- safety ----------------------------------------------------------------------------
 
 
-def test_html_in_messages_never_runs(chat: ChatPage) -> None:
+def test_html_in_messages_never_runs(tab: ChatPage) -> None:
     for text in HOSTILE:
-        chat.chat(text)
-    chat.chat("Please repeat after me: <img src=x onerror=alert(1)> <b>bold</b>")
-    users = [text for role, text in chat.transcript() if role == "user"]
+        tab.chat(text)
+    tab.chat("Please repeat after me: <img src=x onerror=alert(1)> <b>bold</b>")
+    users = [text for role, text in tab.transcript() if role == "user"]
     assert users[: len(HOSTILE)] == HOSTILE  # shown as the text it is
-    assert chat.page.locator(INJECTED).count() == 0
+    assert tab.page.locator(INJECTED).count() == 0
 
-    chat.page.reload()  # the history path renders the same text safely
-    chat.wait_ready()
-    expect(chat.messages).to_have_count(2 * (len(HOSTILE) + 1))
-    assert chat.page.locator(INJECTED).count() == 0
-    chat.page.wait_for_timeout(300)
-    assert chat.dialogs == []
+    tab.page.reload()  # the history path renders the same text safely
+    tab.wait_ready()
+    expect(tab.messages).to_have_count(2 * (len(HOSTILE) + 1))
+    assert tab.page.locator(INJECTED).count() == 0
+    tab.page.wait_for_timeout(300)
+    assert tab.dialogs == []
 
 
-def test_html_in_a_bot_reply_never_runs(chat: ChatPage) -> None:
+def test_html_in_a_bot_reply_never_runs(tab: ChatPage) -> None:
     hostile = "Look: <img src=x onerror=alert(1)> and <script>alert(2)</script> **bold**"
     chunks = [hostile[:9], hostile[9:30], hostile[30:]]
     ids = {"conversation_id": "f" * 32, "message_id": "m1"}
@@ -211,14 +211,14 @@ def test_html_in_a_bot_reply_never_runs(chat: ChatPage) -> None:
     def reply(route: Route) -> None:
         route.fulfill(status=200, content_type="text/event-stream", body=sse(events, 3000))
 
-    chat.page.route("**/chat", reply)
-    body = chat.chat("Say something nasty").replace("\n", " ")
+    tab.page.route("**/chat", reply)
+    body = tab.chat("Say something nasty").replace("\n", " ")
     assert "<img src=x onerror=alert(1)>" in body
     assert "<script>alert(2)</script>" in body
-    assert chat.page.locator(INJECTED).count() == 0
-    expect(chat.replies.first.locator("strong")).to_have_text("bold")
-    chat.page.wait_for_timeout(300)
-    assert chat.dialogs == []
+    assert tab.page.locator(INJECTED).count() == 0
+    expect(tab.replies.first.locator("strong")).to_have_text("bold")
+    tab.page.wait_for_timeout(300)
+    assert tab.dialogs == []
 
 
 MARKDOWN_CASES: list[tuple[str, list[str], str]] = [
@@ -244,8 +244,8 @@ MARKDOWN_CASES: list[tuple[str, list[str], str]] = [
 ]
 
 
-def test_markdown_renderer_is_safe(chat: ChatPage) -> None:
-    results: list[dict[str, Any]] = chat.page.evaluate(
+def test_markdown_renderer_is_safe(tab: ChatPage) -> None:
+    results: list[dict[str, Any]] = tab.page.evaluate(
         """async (cases) => {
           const { renderMarkdown } = await import('/static/markdown.js');
           const out = [];
@@ -274,10 +274,10 @@ def test_markdown_renderer_is_safe(chat: ChatPage) -> None:
         for href, rel in got["links"]:
             assert href.startswith("https://"), source
             assert "noopener" in rel
-    assert chat.dialogs == []
+    assert tab.dialogs == []
 
 
-def test_sse_parser_follows_the_spec(chat: ChatPage) -> None:
+def test_sse_parser_follows_the_spec(tab: ChatPage) -> None:
     stream = (
         "\ufeffretry: 1500\r\n: ping\r\nevent: message\r\nid: a:1\r\ndata: line one\r\n"
         'data:line two\r\ndata\r\n\r\nid: bad\u0000id\ndata: {"x": 1}\n\nretry: soon\n'
@@ -288,7 +288,7 @@ def test_sse_parser_follows_the_spec(chat: ChatPage) -> None:
         {"type": "message", "data": '{"x": 1}', "lastEventId": "a:1"},
         {"type": "custom", "data": " spaced", "lastEventId": "a:1"},
     ]
-    runs: list[dict[str, Any]] = chat.page.evaluate(
+    runs: list[dict[str, Any]] = tab.page.evaluate(
         """async (stream) => {
           const { SseParser } = await import('/static/sse.js');
           const parse = (chunks) => {
@@ -318,9 +318,9 @@ def test_sse_parser_follows_the_spec(chat: ChatPage) -> None:
 # ---- errors ----------------------------------------------------------------------------
 
 
-def test_engine_failure_shows_a_readable_error_with_retry(chat: ChatPage) -> None:
-    chat.send("/simulate error")
-    reply = chat.reply(1, "error")
+def test_engine_failure_shows_a_readable_error_with_retry(tab: ChatPage) -> None:
+    tab.send("/simulate error")
+    reply = tab.reply(1, "error")
     error = reply.locator(".message-error")
     expect(error).to_be_visible()
     expect(error).to_have_attribute("role", "alert")
@@ -331,27 +331,27 @@ def test_engine_failure_shows_a_readable_error_with_retry(chat: ChatPage) -> Non
     retry = reply.get_by_role("button", name="Retry this message")
     expect(retry).to_be_visible()
     retry.click()  # sends the message again, in place of the failed pair
-    chat.reply(1, "error")
-    expect(chat.messages).to_have_count(2)
-    assert chat.chat("Hello")  # the conversation is still usable
+    tab.reply(1, "error")
+    expect(tab.messages).to_have_count(2)
+    assert tab.chat("Hello")  # the conversation is still usable
 
 
-def test_rejected_message_says_why_and_gives_the_text_back(chat: ChatPage) -> None:
+def test_rejected_message_says_why_and_gives_the_text_back(tab: ChatPage) -> None:
     too_long = "x" * 10_001
-    chat.send(too_long)
-    reply = chat.reply(1, "error")
+    tab.send(too_long)
+    reply = tab.reply(1, "error")
     message = reply.locator(".message-error p").inner_text()
     assert message
     assert "{" not in message
     expect(reply.get_by_role("button", name="Retry this message")).to_have_count(0)
-    assert chat.page.get_by_label("Message", exact=True).input_value() == too_long
-    expect(chat.page.locator("#connection")).to_have_attribute("data-state", "idle")
-    assert chat.page.locator(".conversation").count() == 0  # nothing was created
+    assert tab.page.get_by_label("Message", exact=True).input_value() == too_long
+    expect(tab.page.locator("#connection")).to_have_attribute("data-state", "idle")
+    assert tab.page.locator(".conversation").count() == 0  # nothing was created
 
 
-def test_conversation_unknown_to_the_server_is_dropped_with_a_notice(chat: ChatPage) -> None:
+def test_conversation_unknown_to_the_server_is_dropped_with_a_notice(tab: ChatPage) -> None:
     gone = "d" * 32  # say the server's database was reset since
-    chat.page.evaluate(
+    tab.page.evaluate(
         """(id) => {
           const items = {[id]: {id, title: 'An old chat', updatedAt: Date.now()}};
           localStorage.setItem('chatbot-sse:conversations:v1', JSON.stringify({items}));
@@ -359,24 +359,24 @@ def test_conversation_unknown_to_the_server_is_dropped_with_a_notice(chat: ChatP
         }""",
         gone,
     )
-    chat.page.reload()
-    chat.wait_ready()
-    expect(chat.page.locator("#notice")).to_contain_text("no longer on the server")
-    expect(chat.page.locator(".conversation")).to_have_count(0)
-    expect(chat.page.locator("#welcome")).to_be_visible()
-    assert chat.chat("Hello")  # and a new chat starts
+    tab.page.reload()
+    tab.wait_ready()
+    expect(tab.page.locator("#notice")).to_contain_text("no longer on the server")
+    expect(tab.page.locator(".conversation")).to_have_count(0)
+    expect(tab.page.locator("#welcome")).to_be_visible()
+    assert tab.chat("Hello")  # and a new chat starts
 
 
-def test_unreachable_server_shows_a_retry(chat: ChatPage) -> None:
-    chat.page.route("**/chat", lambda route: route.abort("connectionrefused"))
-    chat.send("Hello")
-    reply = chat.reply(1, "error")
+def test_unreachable_server_shows_a_retry(tab: ChatPage) -> None:
+    tab.page.route("**/chat", lambda route: route.abort("connectionrefused"))
+    tab.send("Hello")
+    reply = tab.reply(1, "error")
     expect(reply.locator(".message-error")).to_contain_text("reach the server")
-    expect(chat.page.locator("#connection")).to_have_attribute("data-state", "error")
-    chat.page.unroute("**/chat")
+    expect(tab.page.locator("#connection")).to_have_attribute("data-state", "error")
+    tab.page.unroute("**/chat")
     reply.get_by_role("button", name="Retry this message").click()
-    chat.reply(1)
-    expect(chat.messages).to_have_count(2)
+    tab.reply(1)
+    expect(tab.messages).to_have_count(2)
 
 
 def _drop_after_first_chunk(route: Route) -> None:
@@ -388,7 +388,7 @@ def _drop_after_first_chunk(route: Route) -> None:
     route.fulfill(status=200, content_type="text/event-stream", body=sse(events, retry=50))
 
 
-def test_dropped_stream_resumes_from_the_last_event_id(chat: ChatPage) -> None:
+def test_dropped_stream_resumes_from_the_last_event_id(tab: ChatPage) -> None:
     resumes: list[str | None] = []
     ids = {"conversation_id": "e" * 32, "message_id": "m7"}
 
@@ -400,18 +400,18 @@ def test_dropped_stream_resumes_from_the_last_event_id(chat: ChatPage) -> None:
         ]
         route.fulfill(status=200, content_type="text/event-stream", body=sse(rest))
 
-    chat.page.route("**/chat", _drop_after_first_chunk)
-    chat.page.route("**/conversations/*/stream", resume)
-    assert chat.chat("Hello") == "Half a reply, resumed"
+    tab.page.route("**/chat", _drop_after_first_chunk)
+    tab.page.route("**/conversations/*/stream", resume)
+    assert tab.chat("Hello") == "Half a reply, resumed"
     assert resumes == ["m7:1"]
 
 
-def test_dropped_stream_without_resume_offers_retry(chat: ChatPage) -> None:
+def test_dropped_stream_without_resume_offers_retry(tab: ChatPage) -> None:
     requests: list[str] = []
-    chat.page.on("request", lambda request: requests.append(request.url))
-    chat.page.route("**/chat", _drop_after_first_chunk)
-    chat.send("Hello")  # the live server cannot resume this conversation: 404 or 405
-    reply = chat.reply(1, "error")
+    tab.page.on("request", lambda request: requests.append(request.url))
+    tab.page.route("**/chat", _drop_after_first_chunk)
+    tab.send("Hello")  # the live server cannot resume this conversation: 404 or 405
+    reply = tab.reply(1, "error")
     expect(reply.locator(".message-body")).to_have_text("Half a rep")  # what came is kept
     expect(reply.locator(".message-error")).to_contain_text("connection was lost")
     expect(reply.get_by_role("button", name="Retry this message")).to_be_visible()
@@ -421,8 +421,8 @@ def test_dropped_stream_without_resume_offers_retry(chat: ChatPage) -> None:
 # ---- accessibility, themes, small screens -----------------------------------------------
 
 
-def test_keyboard_and_screen_reader_basics(chat: ChatPage) -> None:
-    page = chat.page
+def test_keyboard_and_screen_reader_basics(tab: ChatPage) -> None:
+    page = tab.page
     box = page.get_by_label("Message", exact=True)
     expect(page.get_by_role("log")).to_have_attribute("aria-live", "polite")
     expect(page.get_by_role("button", name="Send message")).to_be_visible()
@@ -438,15 +438,15 @@ def test_keyboard_and_screen_reader_basics(chat: ChatPage) -> None:
     box.press("Shift+Enter")
     box.type("line two")
     assert box.input_value() == "line one\nline two"
-    expect(chat.messages).to_have_count(0)
+    expect(tab.messages).to_have_count(0)
     box.press("Enter")
-    chat.reply(1)
-    assert chat.transcript()[0] == ("user", "line one\nline two")
+    tab.reply(1)
+    assert tab.transcript()[0] == ("user", "line one\nline two")
     expect(box).to_be_focused()
-    expect(chat.replies.first).not_to_have_attribute("aria-busy", "true")
+    expect(tab.replies.first).not_to_have_attribute("aria-busy", "true")
 
-    chat.replies.first.get_by_role("button", name="Copy this reply").click()
-    expect(chat.replies.first.locator(".copy")).to_have_text(re.compile("Cop(ied|y failed)"))
+    tab.replies.first.get_by_role("button", name="Copy this reply").click()
+    expect(tab.replies.first.locator(".copy")).to_have_text(re.compile("Cop(ied|y failed)"))
 
 
 def test_themes_follow_the_system_and_the_toggle(
