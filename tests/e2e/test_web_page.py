@@ -117,6 +117,8 @@ def test_reply_grows_while_it_streams(tab: ChatPage) -> None:
 
 
 def test_stop_ends_the_reply_and_the_chat_goes_on(tab: ChatPage) -> None:
+    cancels: list[str] = []
+    tab.page.on("request", lambda r: cancels.append(r.url) if r.url.endswith("/cancel") else None)
     tab.send("/simulate slow")
     reply = tab.replies.first
     expect(reply.locator(".message-body")).to_have_text(re.compile(r"\w{2,}"))
@@ -129,6 +131,8 @@ def test_stop_ends_the_reply_and_the_chat_goes_on(tab: ChatPage) -> None:
     assert reply.inner_text() == shown
     expect(tab.page.get_by_role("button", name="Send message")).to_be_visible()
     expect(tab.page.locator("#connection")).to_have_attribute("data-state", "idle")
+    conversation = tab.page.evaluate("sessionStorage['chatbot-sse:active']")
+    assert cancels == [f"{tab.page.url}conversations/{conversation}/cancel"]
 
     # Esc stops too.
     tab.send("/simulate slow")
@@ -435,6 +439,24 @@ def test_dropped_stream_resumes_from_the_last_event_id(tab: ChatPage) -> None:
     tab.page.route("**/conversations/*/stream", resume)
     assert tab.chat("Hello") == "Half a reply, resumed"
     assert resumes == ["m7:1"]
+
+
+def test_dropped_stream_of_a_reply_that_has_ended_settles_from_history(tab: ChatPage) -> None:
+    stored = {"id": "m7", "role": "assistant", "content": "Half a reply, stored", "status": ""}
+    stored["created_at"] = "2025-01-01T00:00:00+00:00"
+    history = {"conversation_id": "e" * 32, "messages": [stored]}
+    tab.page.route("**/chat", _drop_after_first_chunk)
+    tab.page.route("**/conversations/*/stream", lambda route: route.fulfill(status=204))
+    tab.page.route("**/conversations/*/history", lambda route: route.fulfill(json=history))
+
+    stored["status"] = "complete"  # the reply finished while we were away
+    assert tab.chat("Hello") == "Half a reply, stored"
+
+    stored["status"] = "interrupted"  # it was cut short: say so, keep what there is
+    tab.send("Hello again")
+    reply = tab.reply(2, "error")
+    expect(reply.locator(".message-body")).to_have_text("Half a reply, stored")
+    expect(reply.locator(".message-error")).to_contain_text("ended before it was finished")
 
 
 def test_dropped_stream_without_resume_offers_retry(tab: ChatPage) -> None:

@@ -2,12 +2,13 @@
  * The chat page: wires the composer, the transcript, the conversation list, the theme and
  * the connection indicator to the stream client.
  *
- * One turn at a time per tab. Stop (button or Esc) aborts the fetch; switching conversation
- * stops a running turn first. The tab's active conversation survives a reload
+ * One turn at a time per tab. Stop (button or Esc) aborts the fetch and asks the server to
+ * cancel the reply; switching conversation only stops reading a running turn (the server may
+ * finish it, and the history will show it). The tab's active conversation survives a reload
  * (sessionStorage) and its messages are reloaded from the server's history.
  */
 
-import { ChatError, fetchHistory, isAbort, streamTurn } from "./client.js";
+import { ChatError, cancelReply, fetchHistory, isAbort, streamTurn } from "./client.js";
 import {
   activeConversation,
   getConversation,
@@ -48,6 +49,8 @@ const ui = {
 const state = {
   /** @type {string | null} */ conversationId: activeConversation(),
   /** @type {AbortController | null} */ turn: null,
+  /** the conversation of the running turn, once the server has named it */
+  /** @type {string | null} */ turnConversation: null,
   /** @type {AbortController | null} */ loading: null,
   /** when this tab last saw its conversation's messages (ms), to notice other tabs' turns */
   syncedAt: 0,
@@ -220,12 +223,20 @@ narrow.addEventListener("change", () => closeSidebar(false));
 
 // ---- conversations -----------------------------------------------------------------------
 
-function stopTurn() {
+/** Leave the running turn: the page stops reading it, the server may finish it. */
+function leaveTurn() {
   state.turn?.abort();
 }
 
+/** Stop the running turn: stop reading it and ask the server to stop writing it. */
+function stopTurn() {
+  if (!state.turn) return;
+  state.turn.abort();
+  if (state.turnConversation) void cancelReply(state.turnConversation);
+}
+
 function newChat() {
-  stopTurn();
+  leaveTurn();
   state.loading?.abort();
   state.conversationId = null;
   setActiveConversation(null);
@@ -242,7 +253,7 @@ function newChat() {
  * @param {boolean} [quiet] a refresh prompted by another tab: keep the scroll position
  */
 async function openConversation(id, quiet = false) {
-  if (!quiet) stopTurn();
+  if (!quiet) leaveTurn();
   state.loading?.abort();
   const loading = new AbortController();
   state.loading = loading;
@@ -308,6 +319,7 @@ async function send(text) {
   const reply = addAssistantMessage();
   const turn = new AbortController();
   state.turn = turn;
+  state.turnConversation = state.conversationId;
   setBusy(true);
   announce("Sent. The assistant is replying.");
   const retry = () => {
@@ -323,6 +335,7 @@ async function send(text) {
       {
         onConnected: ({ conversationId, messageId }) => {
           if (turn.signal.aborted) return;
+          state.turnConversation = conversationId;
           state.conversationId = conversationId;
           setActiveConversation(conversationId);
           reply.setMessageId(messageId);
@@ -355,6 +368,7 @@ async function send(text) {
   } finally {
     if (state.turn === turn) {
       state.turn = null;
+      state.turnConversation = null;
       setBusy(false);
       setConnection(connection);
       if (!document.activeElement || document.activeElement === document.body) ui.input.focus();
@@ -373,6 +387,7 @@ async function send(text) {
  */
 function failTurn(err, text, userItem, reply, retry) {
   announce(`The reply failed: ${err.message}`);
+  if (err.partial) reply.setContent(err.partial);
   if (err.status === 404) {
     // The server no longer knows this conversation: offer to carry on in a new one.
     if (state.conversationId) removeConversation(state.conversationId);

@@ -8,8 +8,10 @@
  *   connection that dropped mid-reply and could not be resumed (`code: "connection_lost"`);
  * - rejects an `AbortError` when the caller's signal stopped it.
  * When the connection drops mid-reply the client waits the server's `retry` time and tries
- * once to resume with `GET /conversations/{id}/stream` and `Last-Event-ID`; a 404 or 405 there
- * means the server cannot resume, and the turn fails with a retryable error.
+ * once to resume with `GET /conversations/{id}/stream` and `Last-Event-ID`. A 200 stream goes
+ * on where it stopped; a 204 (the reply has ended) or 410 (its events expired) settles the turn
+ * from the stored message in the history; a 404 or 405 means the server cannot resume, and the
+ * turn fails with a retryable error.
  */
 
 import { SseParser, pump } from "./sse.js";
@@ -73,10 +75,49 @@ export async function streamTurn(request, handlers) {
     if (isAbort(err)) throw err;
     throw turn.lost();
   }
+  if (resumed.status === 204 || resumed.status === 410) return settleFromHistory(turn, request.signal);
   if (!resumed.ok || !isEventStream(resumed)) throw turn.lost();
   handlers.onState?.("streaming");
   if (await turn.read(resumed, request.signal)) return turn.result();
   throw turn.lost();
+}
+
+/**
+ * The end of a turn whose events are gone, from its stored message.
+ * @param {Turn} turn
+ * @param {AbortSignal} signal
+ */
+async function settleFromHistory(turn, signal) {
+  let stored;
+  try {
+    const messages = await fetchHistory(/** @type {string} */ (turn.conversationId), signal);
+    stored = messages.find((m) => m.id === turn.messageId);
+  } catch (err) {
+    if (isAbort(err)) throw err;
+  }
+  if (!stored) throw turn.lost();
+  turn.content = stored.content;
+  if ((stored.status ?? "complete") === "complete") return turn.result();
+  throw new ChatError(`reply_${stored.status}`, "The reply ended before it was finished.", {
+    retryable: true,
+    partial: stored.content,
+  });
+}
+
+/**
+ * Ask the server to stop generating a conversation's reply. Best effort: a reply may outlive
+ * its connection (so that it can be resumed), so aborting the fetch alone may not stop it.
+ * @param {string} conversationId
+ */
+export async function cancelReply(conversationId) {
+  try {
+    await fetch(`/conversations/${encodeURIComponent(conversationId)}/cancel`, {
+      method: "POST",
+      keepalive: true,
+    });
+  } catch {
+    // the server is unreachable or predates cancel: the abort is all we can do
+  }
 }
 
 /** The state of one turn across its original stream and a resumed one. */

@@ -81,7 +81,8 @@ export function addAssistantMessage(initial = {}) {
       item.dataset.state = state;
       item.removeAttribute("aria-busy");
       render();
-      const note = { stopped: "Stopped", interrupted: "Interrupted", failed: "Failed" }[state];
+      const note = { stopped: "Stopped", interrupted: "Interrupted", failed: "Failed" }[state] ??
+        (state === "done" || state === "error" ? "" : state.charAt(0).toUpperCase() + state.slice(1));
       if (note) meta.prepend(tag(note));
     },
     /**
