@@ -38,6 +38,9 @@ class Settings(BaseSettings):
     token_delay: float = Field(default=0.05, ge=0)
 
     store_url: str = "sqlite:///data/chatbot.db"
+    conversation_ttl_seconds: float = Field(default=0, ge=0)  # 0: keep conversations forever
+    event_retention_seconds: float = Field(default=300, gt=0)  # replay window after a reply ends
+    disconnect_grace_seconds: float = Field(default=30, ge=0)  # generation outlives its client
     engine: EngineName = "simulated"
 
     openai_base_url: str = "http://127.0.0.1:8080/v1"
