@@ -13,11 +13,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -111,6 +113,75 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+class CuttingProxy:
+    """A TCP proxy in front of the live server that can drop a reply's connection mid-stream.
+
+    `arm(n)` makes it cut the next `POST /chat` response after `n` message events: a real
+    dropped connection, which is what resume is for. It also rewrites the stream's
+    `retry: 3000` to `retry: 0100` (same length, so HTTP chunk sizes stay right), so the
+    page reconnects in 0.1 s instead of 3.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.server.getsockname()[1])
+        self.url = f"http://127.0.0.1:{self.port}"
+        self._cut_after = 0
+        self._lock = threading.Lock()
+        self.cuts = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def arm(self, events: int) -> None:
+        with self._lock:
+            self._cut_after = events
+
+    def close(self) -> None:
+        self.server.close()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.server.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
+
+    def _serve(self, client: socket.socket) -> None:
+        cut = {"after": 0, "seen": 0}
+        with client, socket.create_connection(("127.0.0.1", self.upstream_port)) as upstream:
+
+            def requests() -> None:
+                with contextlib.suppress(OSError):
+                    while data := client.recv(65536):
+                        if data.startswith(b"POST /chat "):
+                            with self._lock:
+                                cut["after"], self._cut_after = self._cut_after, 0
+                            cut["seen"] = 0
+                        upstream.sendall(data)
+                with contextlib.suppress(OSError):
+                    upstream.shutdown(socket.SHUT_WR)
+
+            threading.Thread(target=requests, daemon=True).start()
+            with contextlib.suppress(OSError):
+                while data := upstream.recv(65536):
+                    data = data.replace(b"retry: 3000\n", b"retry: 0100\n")
+                    client.sendall(data)
+                    if cut["after"]:
+                        cut["seen"] += data.count(b"event: message")
+                        if cut["seen"] >= cut["after"]:
+                            self.cuts += 1
+                            client.shutdown(socket.SHUT_RDWR)
+                            return
+
+
+@pytest.fixture(scope="session")
+def cutting_proxy(web_server: str) -> Iterator[CuttingProxy]:
+    proxy = CuttingProxy(int(web_server.rsplit(":", 1)[1]))
+    yield proxy
+    proxy.close()
 
 
 @pytest.fixture(scope="module")

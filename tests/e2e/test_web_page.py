@@ -20,7 +20,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Route, expect
 
 if TYPE_CHECKING:
-    from tests.e2e.conftest import ChatPage
+    from tests.e2e.conftest import ChatPage, CuttingProxy
 
     OpenTab = Callable[[BrowserContext], ChatPage]
 
@@ -457,6 +457,39 @@ def test_dropped_stream_of_a_reply_that_has_ended_settles_from_history(tab: Chat
     reply = tab.reply(2, "error")
     expect(reply.locator(".message-body")).to_have_text("Half a reply, stored")
     expect(reply.locator(".message-error")).to_contain_text("ended before it was finished")
+
+
+def test_reply_cut_off_mid_stream_resumes_on_the_live_server(
+    browser: Browser, web_server: str, cutting_proxy: CuttingProxy, open_tab: OpenTab
+) -> None:
+    _, _, schema = get(web_server + "/openapi.json")
+    if "/conversations/{conversation_id}/stream" not in json.loads(schema)["paths"]:
+        pytest.skip("the server has no resume endpoint (GET /conversations/{id}/stream)")
+    context = browser.new_context(base_url=cutting_proxy.url)
+    try:
+        tab = open_tab(context)
+        resumes: list[str | None] = []
+        tab.page.on(
+            "request",
+            lambda r: (
+                resumes.append(r.headers.get("last-event-id"))
+                if r.url.endswith("/stream")
+                else None
+            ),
+        )
+        tab.chat("Hello, my name is Ada")
+        cuts = cutting_proxy.cuts
+        cutting_proxy.arm(events=3)
+        reply = tab.chat("Tell me a joke")  # cut after three chunks, resumed, finished
+        assert cutting_proxy.cuts == cuts + 1
+        assert len(resumes) == 1
+        assert re.fullmatch(r"[0-9a-f]+:[0-9]+", resumes[0] or "")
+        tab.page.reload()  # what was shown is what the server stored
+        tab.wait_ready()
+        expect(tab.messages).to_have_count(4)
+        assert tab.transcript()[3] == ("assistant", reply)
+    finally:
+        context.close()
 
 
 def test_dropped_stream_without_resume_offers_retry(tab: ChatPage) -> None:
