@@ -184,6 +184,14 @@ def test_two_tabs_keep_their_own_conversations(context: BrowserContext, open_tab
     assert "Grace" in grace.chat("What is my name?")
     expect(ada.page.locator(".conversation")).to_have_count(2)
 
+    # A tab showing the same conversation follows the other tab's turns.
+    grace.page.locator(".conversation-open", has_text="Ada").click()
+    expect(grace.messages).to_have_count(4)
+    ada.chat("Tell me a joke")
+    expect(grace.messages).to_have_count(6)
+    expect(grace.replies.last).to_have_attribute("data-state", "done")
+    assert grace.transcript() == ada.transcript()
+
 
 # ---- safety ----------------------------------------------------------------------------
 
