@@ -260,7 +260,11 @@ async function openConversation(id, quiet = false) {
   state.conversationId = id;
   setActiveConversation(id);
   renderList();
-  if (!quiet) hideNotice();
+  if (!quiet) {
+    hideNotice();
+    clearMessages();
+    ui.welcome.hidden = true;
+  }
   setConnection("loading");
   const startedAt = Date.now();
   try {
@@ -370,7 +374,7 @@ async function send(text) {
       state.turn = null;
       state.turnConversation = null;
       setBusy(false);
-      setConnection(connection);
+      if (!state.loading) setConnection(connection); // else a conversation is loading: say so
       if (!document.activeElement || document.activeElement === document.body) ui.input.focus();
     }
   }
