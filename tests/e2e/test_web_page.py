@@ -165,6 +165,21 @@ def test_reload_restores_the_conversation(tab: ChatPage) -> None:
     expect(tab.messages).to_have_count(6)
 
 
+def test_reload_mid_reply_follows_the_reply(tab: ChatPage, web_server: str) -> None:
+    skip_unless_resumable(web_server)
+    tab.chat("Hello, my name is Ada")
+    tab.send("What can you do?")
+    expect(tab.replies.nth(1).locator(".message-body")).to_have_text(re.compile(r"\w+ \w+"))
+    tab.page.reload()  # the reply is not stored yet: the page follows it from the server
+    tab.page.wait_for_selector("html[data-ready]", state="attached")
+    expect(tab.replies.nth(1)).to_have_attribute("data-state", "streaming")
+    followed = tab.reply(2).locator(".message-body").inner_text()
+    tab.page.reload()
+    tab.wait_ready()
+    expect(tab.messages).to_have_count(4)
+    assert tab.transcript()[3] == ("assistant", followed)
+
+
 def test_two_tabs_keep_their_own_conversations(context: BrowserContext, open_tab: OpenTab) -> None:
     ada = open_tab(context)
     grace = open_tab(context)
@@ -467,12 +482,16 @@ def test_dropped_stream_of_a_reply_that_has_ended_settles_from_history(tab: Chat
     expect(reply.locator(".message-error")).to_contain_text("ended before it was finished")
 
 
-def test_reply_cut_off_mid_stream_resumes_on_the_live_server(
-    browser: Browser, web_server: str, cutting_proxy: CuttingProxy, open_tab: OpenTab
-) -> None:
+def skip_unless_resumable(web_server: str) -> None:
     _, _, schema = get(web_server + "/openapi.json")
     if "/conversations/{conversation_id}/stream" not in json.loads(schema)["paths"]:
         pytest.skip("the server has no resume endpoint (GET /conversations/{id}/stream)")
+
+
+def test_reply_cut_off_mid_stream_resumes_on_the_live_server(
+    browser: Browser, web_server: str, cutting_proxy: CuttingProxy, open_tab: OpenTab
+) -> None:
+    skip_unless_resumable(web_server)
     context = browser.new_context(base_url=cutting_proxy.url)
     try:
         tab = open_tab(context)

@@ -8,7 +8,7 @@
  * (sessionStorage) and its messages are reloaded from the server's history.
  */
 
-import { ChatError, cancelReply, fetchHistory, isAbort, streamTurn } from "./client.js";
+import { ChatError, cancelReply, fetchHistory, followReply, isAbort, streamTurn } from "./client.js";
 import {
   activeConversation,
   getConversation,
@@ -282,6 +282,10 @@ async function openConversation(id, quiet = false) {
     state.syncedAt = startedAt;
     setConnection("idle");
     if (!quiet) scrollToEnd(true);
+    // Reloaded while a reply was being written: it is not stored yet, so follow it live.
+    if (!quiet && messages.at(-1)?.role === "user") {
+      void follow(id, new Set(messages.map((m) => m.id)), loading);
+    }
   } catch (err) {
     if (isAbort(err) || loading.signal.aborted) return;
     if (err instanceof ChatError && err.status === 404) {
@@ -302,6 +306,56 @@ async function openConversation(id, quiet = false) {
 }
 
 // ---- a turn ------------------------------------------------------------------------------
+
+/**
+ * Show a reply the server is still writing for this conversation (after a reload mid-reply).
+ * Quietly does nothing when there is none, or the server cannot stream it again.
+ * @param {string} conversationId
+ * @param {Set<string>} known ids of the messages already shown
+ * @param {AbortController} loading the history load this belongs to
+ */
+async function follow(conversationId, known, loading) {
+  if (state.turn || loading.signal.aborted || state.conversationId !== conversationId) return;
+  const turn = new AbortController();
+  state.turn = turn;
+  state.turnConversation = conversationId;
+  setBusy(true);
+  /** @type {ReturnType<typeof addAssistantMessage> | null} */
+  let reply = null;
+  try {
+    const result = await followReply(
+      { conversationId, signal: turn.signal },
+      {
+        onConnected: ({ messageId }) => {
+          if (known.has(messageId)) return turn.abort(); // an old reply, already shown
+          reply = addAssistantMessage({ messageId });
+          ui.welcome.hidden = true;
+          announce("The assistant is replying.");
+        },
+        onChunk: (_chunk, content) => reply?.setContent(content),
+        onState: (name) => reply && setConnection(name),
+      },
+    );
+    if (result && reply) {
+      reply.setContent(result.content);
+      reply.finish("done");
+      announce("Reply finished.");
+    }
+  } catch (err) {
+    if (reply && isAbort(err)) reply.finish("stopped");
+    else if (reply && err instanceof ChatError) {
+      if (err.partial) reply.setContent(err.partial);
+      reply.fail("Reply failed.", err.message, null);
+    }
+  } finally {
+    if (state.turn === turn) {
+      state.turn = null;
+      state.turnConversation = null;
+      setBusy(false);
+      if (!state.loading) setConnection("idle");
+    }
+  }
+}
 
 /** @param {boolean} busy */
 function setBusy(busy) {

@@ -58,27 +58,63 @@ export async function streamTurn(request, handlers) {
     signal: request.signal,
   });
   await expectStream(response);
+  return finishTurn(turn, response, request.signal);
+}
+
+/**
+ * Follow a conversation's reply in progress from its first event, as after a reload mid-reply:
+ * `GET /conversations/{id}/stream` without `Last-Event-ID`. Resolves null when the server has
+ * nothing to stream (204, or no resume support); otherwise like `streamTurn`. The server
+ * streams its latest reply, which may be an old one: `onConnected` sees its id first, and the
+ * caller aborts if it already has that message.
+ * @param {{conversationId: string, signal: AbortSignal}} request
+ * @param {TurnHandlers} handlers
+ */
+export async function followReply(request, handlers) {
+  const turn = new Turn(handlers, request.conversationId);
+  let response;
+  try {
+    response = await fetch(`/conversations/${encodeURIComponent(request.conversationId)}/stream`, {
+      headers: { Accept: "text/event-stream" },
+      signal: request.signal,
+    });
+  } catch (err) {
+    if (isAbort(err)) throw err;
+    return null;
+  }
+  if (response.status !== 200 || !isEventStream(response) || !response.body) return null;
+  return finishTurn(turn, response, request.signal);
+}
+
+/**
+ * Read a turn's stream to its end, resuming once if the connection drops mid-reply.
+ * @param {Turn} turn
+ * @param {Response} response
+ * @param {AbortSignal} signal
+ */
+async function finishTurn(turn, response, signal) {
+  const handlers = turn.handlers;
   handlers.onState?.("streaming");
-  if (await turn.read(response, request.signal)) return turn.result();
+  if (await turn.read(response, signal)) return turn.result();
 
   // The stream ended without `completed` or `error`: try to resume, once.
   if (!turn.conversationId || !turn.parser.lastEventId) throw turn.lost();
   handlers.onState?.("reconnecting");
-  await sleep(turn.retryMs, request.signal);
+  await sleep(turn.retryMs, signal);
   let resumed;
   try {
     resumed = await fetch(`/conversations/${encodeURIComponent(turn.conversationId)}/stream`, {
       headers: { Accept: "text/event-stream", "Last-Event-ID": turn.parser.lastEventId },
-      signal: request.signal,
+      signal,
     });
   } catch (err) {
     if (isAbort(err)) throw err;
     throw turn.lost();
   }
-  if (resumed.status === 204 || resumed.status === 410) return settleFromHistory(turn, request.signal);
+  if (resumed.status === 204 || resumed.status === 410) return settleFromHistory(turn, signal);
   if (!resumed.ok || !isEventStream(resumed)) throw turn.lost();
   handlers.onState?.("streaming");
-  if (await turn.read(resumed, request.signal)) return turn.result();
+  if (await turn.read(resumed, signal)) return turn.result();
   throw turn.lost();
 }
 
