@@ -143,6 +143,12 @@ def test_stop_ends_the_reply_and_the_chat_goes_on(tab: ChatPage) -> None:
     assert tab.chat("Hello there")
     assert len(tab.transcript()) == 6
 
+    tab.page.reload()  # the server kept the stopped replies, marked as cut short
+    tab.wait_ready()
+    expect(tab.messages).to_have_count(6)
+    for n in (1, 2):
+        expect(tab.replies.nth(n - 1).locator(".message-tag")).to_have_text("Interrupted")
+
 
 def test_reload_restores_the_conversation(tab: ChatPage) -> None:
     tab.chat("Hello, my name is Ada")
