@@ -12,39 +12,26 @@ import { ChatError, cancelReply, fetchHistory, followReply, isAbort, streamTurn 
 import {
   activeConversation,
   getConversation,
-  listConversations,
   onChange,
   removeConversation,
   setActiveConversation,
   touchConversation,
 } from "./conversations.js";
+import { renderList as drawList } from "./conversation-list.js";
 import { addAssistantMessage, addUserMessage, clearMessages, isEmpty, scrollToEnd } from "./messages.js";
+import {
+  announce,
+  autosize,
+  closeSidebar,
+  hideNotice,
+  setBusy,
+  setConnection,
+  showNotice,
+  sidebarIsOpen,
+  ui,
+} from "./ui.js";
 
-const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
-const ui = {
-  layout: $("layout"),
-  sidebar: $("sidebar"),
-  scrim: $("scrim"),
-  openSidebar: $("open-sidebar"),
-  closeSidebar: $("close-sidebar"),
-  newChat: $("new-chat"),
-  list: $("conversation-list"),
-  noConversations: $("no-conversations"),
-  title: $("chat-title"),
-  connection: $("connection"),
-  connectionLabel: $("connection-label"),
-  themeToggle: $("theme-toggle"),
-  notice: $("notice"),
-  noticeText: $("notice-text"),
-  noticeAction: $("notice-action"),
-  noticeClose: $("notice-close"),
-  welcome: $("welcome"),
-  composer: /** @type {HTMLFormElement} */ ($("composer")),
-  input: /** @type {HTMLTextAreaElement} */ ($("message")),
-  send: $("send"),
-  stop: $("stop"),
-  announcer: $("announcer"),
-};
+/** @typedef {keyof typeof import("./ui.js").CONNECTION_LABELS} ConnectionState */
 
 const state = {
   /** @type {string | null} */ conversationId: activeConversation(),
@@ -56,137 +43,21 @@ const state = {
   syncedAt: 0,
 };
 
-// ---- connection indicator and announcements ----------------------------------------------
-
-const CONNECTION_LABELS = {
-  idle: "Ready",
-  loading: "Loading…",
-  connecting: "Connecting…",
-  streaming: "Receiving…",
-  reconnecting: "Reconnecting…",
-  error: "Disconnected",
-  offline: "Offline",
-};
-
-/** @param {keyof typeof CONNECTION_LABELS} name */
-function setConnection(name) {
-  const effective = !navigator.onLine && (name === "idle" || name === "error") ? "offline" : name;
-  ui.connection.dataset.state = effective;
-  ui.connectionLabel.textContent = CONNECTION_LABELS[effective];
-}
-
-/** Say something to screen-reader users without moving focus. */
-function announce(text) {
-  ui.announcer.textContent = "";
-  setTimeout(() => {
-    ui.announcer.textContent = text;
-  }, 50);
-}
-
-/**
- * Show a page-level notice (e.g. history could not be loaded), with an optional action.
- * @param {string} text
- * @param {{label: string, run: () => void} | null} [action]
- */
-function showNotice(text, action = null) {
-  ui.noticeText.textContent = text;
-  ui.noticeAction.hidden = !action;
-  ui.noticeAction.onclick = null;
-  if (action) {
-    ui.noticeAction.textContent = action.label;
-    ui.noticeAction.onclick = () => {
-      hideNotice();
-      action.run();
-    };
-  }
-  ui.notice.hidden = false;
-}
-
-function hideNotice() {
-  ui.notice.hidden = true;
-}
-
-// ---- theme -------------------------------------------------------------------------------
-
-const dark = window.matchMedia("(prefers-color-scheme: dark)");
-
-function currentTheme() {
-  return document.documentElement.dataset.theme ?? (dark.matches ? "dark" : "light");
-}
-
-function syncThemeToggle() {
-  const isDark = currentTheme() === "dark";
-  ui.themeToggle.setAttribute("aria-pressed", String(isDark));
-  ui.themeToggle.title = isDark ? "Switch to the light theme" : "Switch to the dark theme";
-}
-
-ui.themeToggle.addEventListener("click", () => {
-  const next = currentTheme() === "dark" ? "light" : "dark";
-  document.documentElement.dataset.theme = next;
-  try {
-    localStorage.setItem("chatbot-sse:theme", next);
-  } catch {
-    // not saved; the choice lasts for this page view
-  }
-  syncThemeToggle();
-});
-dark.addEventListener("change", syncThemeToggle);
-
-// ---- conversation list -------------------------------------------------------------------
-
+/** Redraw the conversation list around this tab's conversation. */
 function renderList() {
-  const items = listConversations();
-  ui.noConversations.hidden = items.length > 0;
-  ui.list.replaceChildren(
-    ...items.map((rec) => {
-      const li = document.createElement("li");
-      li.className = "conversation";
-      const open = document.createElement("button");
-      open.type = "button";
-      open.className = "conversation-open";
-      open.dataset.id = rec.id;
-      if (rec.id === state.conversationId) open.setAttribute("aria-current", "page");
-      const title = document.createElement("span");
-      title.className = "conversation-title";
-      title.textContent = rec.title || "Untitled conversation";
-      const when = document.createElement("time");
-      when.className = "conversation-time";
-      when.dateTime = new Date(rec.updatedAt).toISOString();
-      when.textContent = relativeTime(rec.updatedAt);
-      open.append(title, when);
-      open.addEventListener("click", () => {
-        closeSidebar(false);
-        if (rec.id !== state.conversationId) void openConversation(rec.id);
-        ui.input.focus();
-      });
-      const remove = document.createElement("button");
-      remove.type = "button";
-      remove.className = "icon-button conversation-remove";
-      remove.setAttribute("aria-label", `Remove “${title.textContent}” from the list`);
-      remove.textContent = "×";
-      remove.addEventListener("click", () => {
-        removeConversation(rec.id);
-        if (rec.id === state.conversationId) newChat();
-        renderList();
-        ui.newChat.focus();
-      });
-      li.append(open, remove);
-      return li;
-    }),
-  );
-  const current = state.conversationId ? getConversation(state.conversationId) : null;
-  const title = current?.title || (state.conversationId ? "Conversation" : "New chat");
-  ui.title.textContent = title;
-  document.title = state.conversationId ? `${title} · chatbot-sse` : "chatbot-sse";
-}
-
-/** @param {number} ms */
-function relativeTime(ms) {
-  const seconds = Math.round((Date.now() - ms) / 1000);
-  if (seconds < 60) return "just now";
-  if (seconds < 3600) return `${Math.floor(seconds / 60)} min ago`;
-  if (seconds < 86400) return `${Math.floor(seconds / 3600)} h ago`;
-  return new Date(ms).toLocaleDateString();
+  drawList(state.conversationId, {
+    open: (id) => {
+      closeSidebar(false);
+      if (id !== state.conversationId) void openConversation(id);
+      ui.input.focus();
+    },
+    remove: (id) => {
+      removeConversation(id);
+      if (id === state.conversationId) newChat();
+      renderList();
+      ui.newChat.focus();
+    },
+  });
 }
 
 // Another tab changed the list: redraw it, and reload our conversation if that tab added to it.
@@ -195,31 +66,6 @@ onChange(() => {
   const rec = state.conversationId ? getConversation(state.conversationId) : null;
   if (rec && rec.updatedAt > state.syncedAt && !state.turn) void openConversation(rec.id, true);
 });
-
-// ---- sidebar (a drawer on narrow screens) ------------------------------------------------
-
-const narrow = window.matchMedia("(max-width: 799px)");
-
-function openSidebar() {
-  ui.layout.classList.add("sidebar-open");
-  ui.scrim.hidden = false;
-  ui.openSidebar.setAttribute("aria-expanded", "true");
-  ui.newChat.focus();
-}
-
-/** @param {boolean} restoreFocus */
-function closeSidebar(restoreFocus) {
-  if (!ui.layout.classList.contains("sidebar-open")) return;
-  ui.layout.classList.remove("sidebar-open");
-  ui.scrim.hidden = true;
-  ui.openSidebar.setAttribute("aria-expanded", "false");
-  if (restoreFocus) ui.openSidebar.focus();
-}
-
-ui.openSidebar.addEventListener("click", openSidebar);
-ui.closeSidebar.addEventListener("click", () => closeSidebar(true));
-ui.scrim.addEventListener("click", () => closeSidebar(true));
-narrow.addEventListener("change", () => closeSidebar(false));
 
 // ---- conversations -----------------------------------------------------------------------
 
@@ -357,13 +203,6 @@ async function follow(conversationId, known, loading) {
   }
 }
 
-/** @param {boolean} busy */
-function setBusy(busy) {
-  ui.composer.dataset.busy = String(busy);
-  ui.send.hidden = busy;
-  ui.stop.hidden = !busy;
-}
-
 /**
  * Send a message and stream the reply into the transcript.
  * @param {string} text
@@ -386,7 +225,7 @@ async function send(text) {
     reply.item.remove();
     void send(text);
   };
-  let connection = /** @type {keyof typeof CONNECTION_LABELS} */ ("idle");
+  let connection = /** @type {ConnectionState} */ ("idle");
   try {
     const result = await streamTurn(
       { message: text, conversationId: state.conversationId, signal: turn.signal },
@@ -441,7 +280,7 @@ async function send(text) {
  * @param {HTMLLIElement} userItem
  * @param {ReturnType<typeof addAssistantMessage>} reply
  * @param {() => void} retry
- * @returns {keyof typeof CONNECTION_LABELS}
+ * @returns {ConnectionState}
  */
 function failTurn(err, text, userItem, reply, retry) {
   announce(`The reply failed: ${err.message}`);
@@ -473,12 +312,6 @@ function failTurn(err, text, userItem, reply, retry) {
 
 // ---- composer ----------------------------------------------------------------------------
 
-function autosize() {
-  ui.input.style.height = "auto";
-  ui.input.style.height = `${Math.min(ui.input.scrollHeight, 240)}px`;
-}
-
-ui.input.addEventListener("input", autosize);
 ui.input.addEventListener("keydown", (event) => {
   if (event.key === "Enter" && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
     event.preventDefault();
@@ -502,22 +335,17 @@ ui.newChat.addEventListener("click", () => {
   closeSidebar(false);
   ui.input.focus();
 });
-ui.noticeClose.addEventListener("click", hideNotice);
 for (const suggestion of document.querySelectorAll(".suggestion")) {
   suggestion.addEventListener("click", () => void send(suggestion.textContent ?? ""));
 }
 document.addEventListener("keydown", (event) => {
   if (event.key !== "Escape") return;
-  if (ui.layout.classList.contains("sidebar-open")) closeSidebar(true);
+  if (sidebarIsOpen()) closeSidebar(true);
   else if (state.turn) stopTurn();
 });
-window.addEventListener("online", () => setConnection("idle"));
-window.addEventListener("offline", () => setConnection("offline"));
 
 // ---- start -------------------------------------------------------------------------------
 
-syncThemeToggle();
-setBusy(false);
 renderList();
 if (state.conversationId) void openConversation(state.conversationId);
 else setConnection("idle");
