@@ -220,14 +220,13 @@ def test_two_tabs_keep_their_own_conversations(context: BrowserContext, open_tab
 def test_html_in_messages_never_runs(tab: ChatPage) -> None:
     for text in HOSTILE:
         tab.chat(text)
-    tab.chat("Please repeat after me: <img src=x onerror=alert(1)> <b>bold</b>")
     users = [text for role, text in tab.transcript() if role == "user"]
     assert users[: len(HOSTILE)] == HOSTILE  # shown as the text it is
     assert tab.page.locator(INJECTED).count() == 0
 
     tab.page.reload()  # the history path renders the same text safely
     tab.wait_ready()
-    expect(tab.messages).to_have_count(2 * (len(HOSTILE) + 1))
+    expect(tab.messages).to_have_count(2 * len(HOSTILE))
     assert tab.page.locator(INJECTED).count() == 0
     tab.page.wait_for_timeout(300)
     assert tab.dialogs == []
@@ -581,10 +580,9 @@ def test_themes_follow_the_system_and_the_toggle(
         try:
             chat = open_tab(context)
             chat.chat("Hello, my name is Ada")
-            chat.chat("What is 12 * 7?")
             _markdown_reply(chat, "How do I stream a reply with curl?")
             chat.send("/simulate error")
-            chat.reply(4, "error")
+            chat.reply(3, "error")
             chat.page.get_by_label("Message", exact=True).fill("Enter sends, Shift+Enter: new line")
             background = chat.page.evaluate("getComputedStyle(document.body).backgroundColor")
             expected_dark = scheme == "dark"
