@@ -2,10 +2,17 @@
 
 Runs inside each worker process, after gunicorn's fork: no connection or
 thread is ever created at import time.
+
+A store that `reconnects` (Redis) and is unreachable at start does not stop
+the worker from booting: it starts degraded (`/health` 503, store calls 503
+`store_unavailable`) and keeps trying to open the store in the background, so
+a fleet restarted while Redis is down comes back by itself.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -14,12 +21,38 @@ from fastapi import FastAPI
 
 from chatbot_sse.config import Settings
 from chatbot_sse.engines import create_engine
+from chatbot_sse.errors import StoreUnavailable
 from chatbot_sse.observability.metrics import Metrics
 from chatbot_sse.replies import ReplyHub
-from chatbot_sse.stores import create_store
+from chatbot_sse.stores import Store, create_store
 from chatbot_sse.turns import TurnService
 
 log = structlog.get_logger(__name__)
+
+REOPEN_INTERVAL = 1.0  # seconds between attempts to open a store that was down at start
+
+
+async def _open_store(store: Store) -> asyncio.Task[None] | None:
+    """Open the store; if it is down but `reconnects`, a task that keeps trying instead."""
+    try:
+        await store.open()
+    except StoreUnavailable as exc:
+        if not store.reconnects:
+            raise
+        log.error("store_unavailable_at_start", store=store.backend, error=str(exc))
+        return asyncio.ensure_future(_keep_opening(store))
+    return None
+
+
+async def _keep_opening(store: Store) -> None:
+    while True:
+        await asyncio.sleep(REOPEN_INTERVAL)
+        try:
+            await store.open()
+        except StoreUnavailable:
+            continue
+        log.info("store_opened", store=store.backend)
+        return
 
 
 def make_lifespan(
@@ -35,7 +68,7 @@ def make_lifespan(
         engine = create_engine(settings)
         if (instrument := getattr(engine, "instrument", None)) is not None:
             instrument(metrics)  # engines that count their own work (upstream requests)
-        await store.open()
+        opening = await _open_store(store)
         try:
             await engine.open()
             try:
@@ -52,6 +85,10 @@ def make_lifespan(
             finally:
                 await engine.close()
         finally:
+            if opening is not None:
+                opening.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await opening
             await store.close()
             log.info("stopped")
 

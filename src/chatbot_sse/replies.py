@@ -104,8 +104,14 @@ class ReplyHub:
         self._tasks: set[asyncio.Task[None]] = set()
         self.closing = False
 
-    def start(self, conversation_id: str, reply_id: str, generate: Generate) -> LiveReply:
-        """Begin generating a reply in a task of its own; returns it with one reader attached."""
+    async def start(self, conversation_id: str, reply_id: str, generate: Generate) -> LiveReply:
+        """Begin generating a reply in a task of its own; returns it with one reader attached.
+
+        The reply is entered in the log (empty, as the conversation's latest) before
+        anything of it is generated: once a client has seen any of it, a resume or a
+        cancel through any process finds it. A store failure here is still an HTTP error.
+        """
+        await self.log_store.append_events(conversation_id, reply_id, [])
         live = LiveReply(conversation_id, reply_id)
         live.readers = 1
         self.live[reply_id] = live
@@ -142,7 +148,9 @@ class ReplyHub:
         next_control = time.monotonic() + CONTROL_INTERVAL
         while True:
             if not live.finished:
-                await live.wait_beyond(len(live.frames), CONTROL_INTERVAL)
+                # From what is flushed, not from the end: frames published while the last
+                # write was under way must not wait for the next one (or the next poll).
+                await live.wait_beyond(live.flushed, CONTROL_INTERVAL)
                 if not live.finished:
                     await asyncio.sleep(FLUSH_INTERVAL)
             finished = live.finished
@@ -156,6 +164,9 @@ class ReplyHub:
                     live.flushed = end
                 except Exception:
                     log.warning("reply_log_write_failed", reply_id=live.reply_id, exc_info=True)
+                    # The store may come back empty (a Redis restarted without its data):
+                    # write the whole reply again; events already kept are skipped by seq.
+                    live.flushed = 0
                     if finished:
                         return
                     await asyncio.sleep(CONTROL_INTERVAL)  # don't hammer a failing store

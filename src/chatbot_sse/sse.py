@@ -39,3 +39,12 @@ def encode_event(event: str, event_id: str, data: dict[str, Any], prefix: bytes 
             b"\n\n",
         )
     )
+
+
+def encode_unnumbered(event: str, data: dict[str, Any]) -> bytes:
+    """A frame without `id:`: a client's Last-Event-ID stays at the last real event.
+
+    For what a connection says about itself (its store failed while following a
+    reply), not part of the reply: a reconnect must resume where it was.
+    """
+    return b"".join((b"event: ", event.encode(), b"\ndata: ", orjson.dumps(data), b"\n\n"))

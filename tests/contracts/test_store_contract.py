@@ -58,6 +58,7 @@ def test_satisfies_protocol(store: Store) -> None:
     assert isinstance(store, Store)
     assert isinstance(store.backend, str)
     assert store.backend
+    assert store.reconnects is (store.backend == "redis")  # only a network service comes back
 
 
 async def test_create_then_get(store: Store) -> None:

@@ -84,7 +84,7 @@ async def chat(request: Request) -> EventStreamResponse:
     hub: ReplyHub = state.replies
     body = await parse_chat_request(request, settings.max_body_bytes, settings.max_message_chars)
     turn = await service.begin(body.message, body.conversation_id)
-    live = hub.start(
+    live = await hub.start(
         turn.conversation_id, turn.reply_id, encoded_turn(service, turn, settings.sse_retry_ms)
     )
     return EventStreamResponse(

@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from chatbot_sse import sse
+from chatbot_sse.errors import StoreUnavailable
 from chatbot_sse.observability.metrics import Metrics
 from chatbot_sse.replies import Generate, LiveReply, ReplyHub
 from chatbot_sse.stores.base import ReplyEvents, ReplyLog
@@ -140,9 +141,13 @@ class LogSource:
         result, self.pending = self.pending, None
         if result is None:
             wait = min(patience, LOG_WAIT_CAP, MARK_READER_INTERVAL)
-            result = await self.log.read_events(
-                self.conversation_id, self.reply_id, self.after_seq, wait
-            )
+            try:
+                result = await self.log.read_events(
+                    self.conversation_id, self.reply_id, self.after_seq, wait
+                )
+            except StoreUnavailable as exc:
+                self.done = True
+                return self._store_failed(exc)
         if result.events:
             self.after_seq = result.events[-1][0]
             return b"".join(frame for _, frame in result.events)
@@ -150,6 +155,18 @@ class LogSource:
             self.done = True
             return None
         return b""
+
+    def _store_failed(self, exc: StoreUnavailable) -> bytes:
+        """The `error` event ending a follow whose store failed; the reply may still be going
+        on elsewhere, so it is retryable, and has no id: a reconnect resumes where this was."""
+        error = {"code": exc.code, "message": exc.message, "retryable": True}
+        data = {
+            "type": "error",
+            "error": error,
+            "conversation_id": self.conversation_id,
+            "message_id": self.reply_id,
+        }
+        return sse.encode_unnumbered("error", data)
 
     async def close(self) -> None:
         """Nothing held: the generating process watches heartbeats, not connections."""

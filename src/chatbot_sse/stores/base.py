@@ -87,9 +87,15 @@ class Store(ReplyLog, Protocol):
     """Conversations and their messages, oldest first, and the log of replies in flight."""
 
     backend: str
+    reconnects: bool
+    """True for a backend reached over the network, which may be down for a while and come
+    back (Redis): the server then starts without it, degraded, and keeps calling `open()`.
+    False where an `open()` failure means a configuration error (a SQLite file): the server
+    refuses to start."""
 
     async def open(self) -> None:
-        """Connect. Called in the lifespan, i.e. after gunicorn has forked."""
+        """Connect (StoreUnavailable if not possible). Called in the lifespan, after gunicorn
+        has forked; may be called again after a failure until it succeeds."""
 
     async def close(self) -> None:
         """Release connections; pending writes are flushed first."""

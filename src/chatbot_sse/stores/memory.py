@@ -69,6 +69,7 @@ class MemoryStore:
     """A `Store` held in this process's memory. Only `read_events` with `wait` ever awaits."""
 
     backend = "memory"
+    reconnects = False
 
     def __init__(self, *, event_retention: float = 300.0) -> None:
         check_retention(event_retention)

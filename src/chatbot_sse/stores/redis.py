@@ -45,6 +45,7 @@ class RedisStore:
     """
 
     backend = "redis"
+    reconnects = True
 
     def __init__(
         self,

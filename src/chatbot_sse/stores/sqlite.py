@@ -77,6 +77,7 @@ class SQLiteStore:
     """
 
     backend = "sqlite"
+    reconnects = False
 
     def __init__(
         self,
