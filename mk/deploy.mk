@@ -1,12 +1,11 @@
-# System packages for the deployment tests: a real nginx in front of the instances.
-# `make nginx` installs Debian's package when /usr/sbin/nginx is missing (needs root, or sudo).
+# Deployment: the nginx the tests put in front of several instances (tests/scale/).
+# Included by the main Makefile. Debian's package; installed only if missing (root or sudo).
+
 NGINX ?= /usr/sbin/nginx
-SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+NGINX_APT := DEBIAN_FRONTEND=noninteractive $(if $(filter 0,$(shell id -u)),,sudo) apt-get
 
 .PHONY: nginx
 
 nginx: ## Install nginx (Debian package) for the tests through a real proxy, if missing
-	@if [ ! -x $(NGINX) ]; then \
-	  DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y nginx \
-	  || { $(SUDO) apt-get update && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y nginx; }; \
-	fi
+	@if [ -x "$(NGINX)" ]; then echo "nginx: $(NGINX)"; \
+	else $(NGINX_APT) install -y nginx || { $(NGINX_APT) update && $(NGINX_APT) install -y nginx; }; fi

@@ -223,11 +223,12 @@ http {{
             check=False,
         )
         assert check.returncode == 0, check.stderr.decode()
-        self.proc = subprocess.Popen(
-            [binary, "-p", str(self.workdir), "-c", str(conf), "-g", directives],
-            stdout=subprocess.DEVNULL,
-            stderr=(self.workdir / "stderr.log").open("wb"),
-        )
+        with (self.workdir / "stderr.log").open("wb") as stderr:
+            self.proc = subprocess.Popen(
+                [binary, "-p", str(self.workdir), "-c", str(conf), "-g", directives],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
