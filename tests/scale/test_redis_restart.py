@@ -51,7 +51,7 @@ class Listener:
                     with self._progress:
                         self.raw += chunk
                         self._progress.notify_all()
-        except BaseException as exc:  # noqa: BLE001 - reported to the test thread
+        except BaseException as exc:  # reported to the test thread
             self.failure = exc
         with self._progress:
             self.ended_at = time.monotonic()
@@ -157,9 +157,7 @@ def test_redis_restarted_mid_run(
     assert fresh.status == 200
     assert_exact_reply(fresh.events)
     fresh_cid = fresh.events[0].data["conversation_id"]
-    again = post_chat(
-        a.url, data={"message": "What is my name?", "conversation_id": fresh_cid}
-    )
+    again = post_chat(a.url, data={"message": "What is my name?", "conversation_id": fresh_cid})
     assert "Grace" in again.last.data["content"]
     lost = httpx.get(f"{a.url}/conversations/{cid}/history")
     assert lost.status_code == 404  # what lived only in the Redis that died is gone
