@@ -56,6 +56,7 @@ def test_each_event_arrives_when_it_is_sent(
     assert timed.status == 200
     assert timed.headers["content-type"].startswith("text/event-stream")
     assert "content-encoding" not in timed.headers
+    assert "x-accel-buffering" not in timed.headers  # nginx acts on it and drops it
     assert_exact_reply(timed.events)
     took, generated = spread(timed)
     assert generated > 1.0
