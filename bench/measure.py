@@ -174,6 +174,7 @@ async def loadtest_load(server: Server, duration: float, concurrency: int = 50) 
         "requests": summary.get("requests_total", 0),
         "complete": summary.get("requests_completed", 0),
         "incomplete": summary.get("requests_failed", 0),
+        "errors": {**summary.get("failures_by_kind", {}), **summary.get("protocol_violations", {})},
         "connected_s": summary.get("connected_s", {}),
         "ttft_s": summary.get("ttft_s", {}),
     }

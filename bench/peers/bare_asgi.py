@@ -1,6 +1,6 @@
 """The floor: a raw ASGI app sending chatbot-sse's exact bytes, pre-encoded at import.
 
-No framework, no routing, no JSON at request time: it reads the form body,
+No framework, no routing, no JSON at request time: it reads the body (form or JSON),
 sends the same headers chatbot-sse sends, then one `http.response.body` per
 event, as a streaming server must. Whatever chatbot-sse spends beyond this is
 the cost of its features (store, metrics, logging, validation, framework).
@@ -51,7 +51,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         body += message.get("body", b"")
         if not message.get("more_body"):
             break
-    if scope["method"] != "POST" or b"message=" not in body:
+    if scope["method"] != "POST" or b"message" not in body:  # a form or a JSON body
         await send(BAD)
         await send({"type": "http.response.body", "body": b'{"error":{"code":"invalid"}}'})
         return

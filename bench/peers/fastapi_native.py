@@ -13,9 +13,10 @@ import asyncio
 from collections.abc import AsyncIterable
 from typing import Annotated
 
-from fastapi import Depends, FastAPI, Form, Response
+from fastapi import Depends, FastAPI, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
+from bench.peers._body import read_message
 from bench.peers._reply import CONVERSATION_ID, RETRY_MS, events, pace
 
 app = FastAPI()
@@ -27,7 +28,7 @@ def _conversation_header(response: Response) -> None:
 
 
 @app.post("/chat", response_class=EventSourceResponse, dependencies=[Depends(_conversation_header)])
-async def chat(message: Annotated[str, Form()]) -> AsyncIterable[ServerSentEvent]:
+async def chat(message: Annotated[str, Depends(read_message)]) -> AsyncIterable[ServerSentEvent]:
     items = events()
     for index, (name, eid, data) in enumerate(items):
         if PACE and 1 < index < len(items) - 1:

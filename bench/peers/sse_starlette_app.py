@@ -1,6 +1,6 @@
 """FastAPI + sse-starlette: the reply as a generator of dicts for `EventSourceResponse`.
 
-Written the way its documentation shows: a form parameter, an async generator,
+Written the way its documentation shows: the message as a dependency, an async generator,
 JSON serialised per event; sse-starlette adds pings and disconnect handling.
 """
 
@@ -11,9 +11,10 @@ import json
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import FastAPI, Form
+from fastapi import Depends, FastAPI
 from sse_starlette import EventSourceResponse
 
+from bench.peers._body import read_message
 from bench.peers._reply import CONVERSATION_ID, RETRY_MS, events, pace
 
 app = FastAPI()
@@ -36,7 +37,7 @@ async def _reply() -> AsyncIterator[dict[str, object]]:
 
 
 @app.post("/chat")
-async def chat(message: Annotated[str, Form()]) -> EventSourceResponse:
+async def chat(message: Annotated[str, Depends(read_message)]) -> EventSourceResponse:
     return EventSourceResponse(
         _reply(),
         sep="\n",
