@@ -1,7 +1,8 @@
 """Where a server's CPU time goes under the wrk load: py-spy samples, folded by function.
 
 `py-spy record --format raw` writes one line per distinct stack (`frame;frame;... count`).
-`fold()` turns that into self time (the leaf frame: where the CPU actually was)
+`--threads` puts the thread first, so the event loop and the store's
+thread are told apart. `fold()` turns that into self time (the leaf frame: where the CPU actually was)
 and inclusive time (any frame on the stack) per function, and self time per
 package, which is what a reader needs to decide what to optimise.
 """
@@ -35,6 +36,7 @@ def fold(raw: str, top: int = 25) -> dict[str, Any]:
     self_time: Counter[str] = Counter()
     inclusive: Counter[str] = Counter()
     packages: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
     total = 0
     for line in raw.splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -42,12 +44,18 @@ def fold(raw: str, top: int = 25) -> dict[str, Any]:
             continue
         count = int(count_text)
         total += count
+        frames = stack.split(";")
+        if frames[0].startswith("thread ("):  # --threads: "thread (TID): NAME" comes first
+            thread = frames.pop(0).partition(": ")[2] or "?"
+            threads[thread.rstrip("_0123456789") or thread] += count
+        if not frames:
+            continue
         names = []
-        for frame in stack.split(";"):
+        for frame in frames:
             match = _FRAME.match(frame.strip())
             names.append(f"{match['func']} ({match['file']})" if match else frame.strip())
         self_time[names[-1]] += count
-        leaf = _FRAME.match(stack.split(";")[-1].strip())
+        leaf = _FRAME.match(frames[-1].strip())
         packages[_package(leaf["file"]) if leaf else "?"] += count
         for name in set(names):
             inclusive[name] += count
@@ -60,6 +68,7 @@ def fold(raw: str, top: int = 25) -> dict[str, Any]:
         "self": share(self_time),
         "inclusive": share(inclusive),
         "packages": share(packages),
+        "threads": share(threads),
     }
 
 
@@ -80,7 +89,7 @@ async def profile(server: Server, duration: float, rate: int = 200) -> dict[str,
         await asyncio.sleep(1)
         spy = await asyncio.create_subprocess_exec(
             py_spy, "record", "--pid", str(pid), "--duration", f"{duration:g}",
-            "--rate", str(rate), "--format", "raw", "--nonblocking", "-o", str(out),
+            "--rate", str(rate), "--format", "raw", "--nonblocking", "--threads", "-o", str(out),
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
         )  # fmt: skip
         log, _ = await spy.communicate()

@@ -1,6 +1,6 @@
 """The benchmark of issue 8: chatbot-sse against the raw ASGI floor and two SSE frameworks.
 
-    python -m bench.run            # full run (about 5 minutes); exit 1 when a target is missed
+    python -m bench.run            # full run (about 12 minutes); exit 1 when a target is missed
     python -m bench.run --quick    # seconds per scenario; exit 1 only when something is broken
 
 Each server runs alone, in its own process on a free port; the same load drives
@@ -201,12 +201,17 @@ async def run(cfg: argparse.Namespace) -> dict[str, Any]:
                 ]
                 result["paced"] = paced["paced"]
         results["servers"][spec.name] = result
-    if cfg.profile and report.OURS in results["servers"]:
-        ours = next(spec for spec in chosen if spec.name == report.OURS)
-        console.print("profiling chatbot-sse under wrk with py-spy")
-        with start(ours) as server:
-            await measure.wrk_load(server, cfg.warmup)
-            results["profile"] = await guarded("profile", profile(server, cfg.duration))
+    if cfg.profile:
+        results["profile"] = {}
+        for spec in chosen:
+            if spec.name not in (report.OURS, "chatbot_sse_memory"):
+                continue
+            console.print(f"profiling {spec.label} under wrk with py-spy")
+            with start(spec) as server:
+                await measure.wrk_load(server, cfg.warmup)
+                results["profile"][spec.name] = await guarded(
+                    "profile", profile(server, cfg.duration), cfg.settle
+                )
     results["elapsed_s"] = time.monotonic() - started
     results["ratios"] = report.ratios(results["servers"])
     results["targets"] = report.targets(results["servers"])
