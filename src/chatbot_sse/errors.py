@@ -10,7 +10,14 @@
     │   └── ConversationNotFound      conversation_not_found
     ├── StoreUnavailable              store_unavailable 503 yes
     └── EngineError                   engine_error     502  yes
-        └── EngineTimeout             engine_timeout   504  yes
+        ├── EngineTimeout             engine_timeout   504  yes
+        │   └── UpstreamTimeout       upstream_timeout 504  yes (connect, first token, idle)
+        └── UpstreamError             upstream_error   502  429/5xx/unreachable yes, other 4xx no
+            └── UpstreamProtocolError upstream_protocol_error 502 closed early yes, garbage no
+
+The `Upstream*` errors come from `ENGINE=openai`: the model server behind us
+failed, not this server. `retryable` is set per instance where it depends on
+what the upstream did.
 
 Errors are translated in exactly one place (`api.errors`): into an HTTP status
 and JSON body before a stream starts, into an `event: error` after it has.
@@ -81,3 +88,26 @@ class EngineError(ChatError):
 class EngineTimeout(EngineError):
     code = "engine_timeout"
     status_code = 504
+
+
+class UpstreamTimeout(EngineTimeout):
+    """The upstream model server did not connect, start or continue its reply in time."""
+
+    code = "upstream_timeout"
+
+
+class UpstreamError(EngineError):
+    """The upstream model server answered with an error status, or could not be reached."""
+
+    code = "upstream_error"
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The upstream's reply was not a well-formed chat-completions stream, or ended early."""
+
+    code = "upstream_protocol_error"

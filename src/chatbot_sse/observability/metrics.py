@@ -75,6 +75,46 @@ class Metrics:
             registry=r,
         )
 
+        self.generations_cancelled = Counter(
+            "chatbot_sse_generations_cancelled",
+            "Generations stopped before their end, by reason (interrupted, cancelled, shutdown).",
+            ["reason"],
+            registry=r,
+        )
+        self.resumes = Counter(
+            "chatbot_sse_resumes",
+            "Streams resumed with Last-Event-ID, by where the events came from (live, log).",
+            ["source"],
+            registry=r,
+        )
+        self.replayed_events = Counter(
+            "chatbot_sse_replayed_events", "Events sent again to resuming clients.", registry=r
+        )
+        self.pings = Counter("chatbot_sse_pings_sent", "Keep-alive comments sent.", registry=r)
+        self.client_disconnects = Counter(
+            "chatbot_sse_client_disconnects",
+            "SSE connections the client closed before the reply ended.",
+            registry=r,
+        )
+        self.send_blocked = Counter(
+            "chatbot_sse_send_blocked_seconds",
+            "Time spent waiting for slow clients to take stream data.",
+            registry=r,
+        )
+        self.upstream_requests = Counter(
+            "chatbot_sse_upstream_requests",
+            "Requests to the upstream model server (ENGINE=openai), retries included, "
+            "by outcome: ok or the error code.",
+            ["outcome"],
+            registry=r,
+        )
+        self.upstream_first_token = Histogram(
+            "chatbot_sse_upstream_first_token_seconds",
+            "From sending a request upstream to its first content token.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+
     def stream_started(self) -> None:
         self.active_streams.inc()
 
@@ -89,8 +129,30 @@ class Metrics:
         if chunks:
             self.chunks_sent.inc(chunks)
 
+    def generation_cancelled(self, reason: str) -> None:
+        self.generations_cancelled.labels(reason).inc()
+
+    def connection_ended(self, pings: int, blocked: float, disconnected: bool) -> None:
+        """Per-connection counters, added once when an SSE connection ends."""
+        if pings:
+            self.pings.inc(pings)
+        if blocked:
+            self.send_blocked.inc(blocked)
+        if disconnected:
+            self.client_disconnects.inc()
+
+    def resumed(self, source: str, replayed: int) -> None:
+        self.resumes.labels(source).inc()
+        if replayed:
+            self.replayed_events.inc(replayed)
+
     def error(self, code: str) -> None:
         self.errors.labels(code).inc()
+
+    def upstream_request(self, outcome: str, first_token: float | None = None) -> None:
+        self.upstream_requests.labels(outcome).inc()
+        if first_token is not None:
+            self.upstream_first_token.observe(first_token)
 
     def http_request(self, method: str, route: str, status: int) -> None:
         self.http_requests.labels(method, route, str(status)).inc()
