@@ -7,9 +7,9 @@ time they appear, when `event: connected` and the first `event: message`
 arrived. Checking a reply's content (JSON per event) happens once, after it
 ended, and only where asked (`check=True`).
 
-TODO(issue 8): once `chatbot_sse.loadtest` is on main, `bench/run.py --driver
-loadtest` uses it instead of this client's closed loop (see `run.py`); this
-client stays for the probes and the paced run, which need per-stream timings.
+`chatbot-sse loadtest` drives the same closed loop as a third driver (see
+`measure.loadtest_load`); this client stays for the probes and the paced run,
+which need per-stream timings, and as a driver that works without it.
 """
 
 from __future__ import annotations
