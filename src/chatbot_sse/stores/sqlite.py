@@ -48,6 +48,7 @@ from urllib.parse import unquote, urlsplit
 
 from chatbot_sse.domain import Conversation, Message
 from chatbot_sse.errors import ConversationNotFound, StoreUnavailable
+from chatbot_sse.stores import _sqlite_guards as guards
 from chatbot_sse.stores import _sqlite_replies as replies
 from chatbot_sse.stores._retention import PRUNE_EVERY, check_retention
 from chatbot_sse.stores._sqlite_sql import (
@@ -60,7 +61,7 @@ from chatbot_sse.stores._sqlite_sql import (
     prepare,
     write,
 )
-from chatbot_sse.stores.base import ReplyControl, ReplyEvents
+from chatbot_sse.stores.base import IdempotencyRecord, ReplyControl, ReplyEvents
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "from_url"]
 
@@ -93,6 +94,7 @@ class SQLiteStore:
         self._conn: sqlite3.Connection | None = None  # used only on the executor's thread
         self._closed = False
         self._appends = 0
+        self._guard_calls = 0
         self._changed: asyncio.Event | None = None  # set (and replaced) at each local append
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -167,26 +169,28 @@ class SQLiteStore:
 
         return await self._run(query)
 
-    async def create_conversation(self, conversation_id: str, created_at: float) -> Conversation:
+    async def create_conversation(
+        self, conversation_id: str, created_at: float, owner: str = ""
+    ) -> Conversation:
         def insert(conn: sqlite3.Connection) -> None:
             with write(conn):
                 try:
                     conn.execute(
-                        "INSERT INTO conversations (id, created_at) VALUES (?, ?)",
-                        (conversation_id, created_at),
+                        "INSERT INTO conversations (id, created_at, owner) VALUES (?, ?, ?)",
+                        (conversation_id, created_at, owner),
                     )
                 except sqlite3.IntegrityError as exc:
                     raise ValueError(f"conversation {conversation_id!r} already exists") from exc
 
         await self._run(insert)
-        return Conversation(conversation_id, created_at)
+        return Conversation(conversation_id, created_at, owner)
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         def select(conn: sqlite3.Connection) -> Conversation | None:
             row = conn.execute(
-                "SELECT id, created_at FROM conversations WHERE id = ?", (conversation_id,)
+                "SELECT id, created_at, owner FROM conversations WHERE id = ?", (conversation_id,)
             ).fetchone()
-            return None if row is None else Conversation(row[0], row[1])
+            return None if row is None else Conversation(row[0], row[1], row[2])
 
         return await self._run(select)
 
@@ -282,6 +286,36 @@ class SQLiteStore:
     async def reply_control(self, conversation_id: str, reply_id: str) -> ReplyControl:
         keys, retention = (conversation_id, reply_id), self.event_retention
         return await self._run(lambda conn: replies.control(conn, keys, time.time(), retention))
+
+    # --- guards ------------------------------------------------------------------------------
+
+    async def _guard(self, fn: Callable[[sqlite3.Connection, float], T]) -> T:
+        """Run a guard function with the current time; sweep expired rows now and then."""
+        self._guard_calls += 1
+        if self._guard_calls % PRUNE_EVERY == 0:
+            await self._run(lambda conn: guards.prune(conn, time.time()))
+        return await self._run(lambda conn: fn(conn, time.time()))
+
+    async def hit(self, key: str, window_seconds: float, limit: int) -> tuple[bool, float]:
+        return await self._guard(lambda conn, now: guards.hit(conn, key, window_seconds, limit, now))
+
+    async def acquire_slot(self, key: str, holder: str, limit: int, lease_seconds: float) -> bool:
+        return await self._guard(
+            lambda conn, now: guards.acquire(conn, key, holder, limit, lease_seconds, now)
+        )
+
+    async def release_slot(self, key: str, holder: str) -> None:
+        await self._run(lambda conn: guards.release(conn, key, holder))
+
+    async def remember_idempotency(
+        self, key: str, fingerprint: str, ref: str, ttl_seconds: float
+    ) -> IdempotencyRecord | None:
+        return await self._guard(
+            lambda conn, now: guards.remember(conn, key, fingerprint, ref, ttl_seconds, now)
+        )
+
+    async def forget_idempotency(self, key: str) -> None:
+        await self._run(lambda conn: guards.forget(conn, key))
 
 
 def from_url(
