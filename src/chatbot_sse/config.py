@@ -80,7 +80,9 @@ class Settings(BaseSettings):
         return [key.strip() for key in raw.split(",") if key.strip()]
 
     def cors_origin_list(self) -> list[str]:
-        return [origin.strip().rstrip("/") for origin in self.cors_origins.split(",") if origin.strip()]
+        return [
+            origin.strip().rstrip("/") for origin in self.cors_origins.split(",") if origin.strip()
+        ]
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -54,10 +54,16 @@ class ChatError(Exception):
 
 
 class Unauthorized(ChatError):
-    """No API key, or one that is not configured (`API_KEYS`)."""
+    """No API key, or one that is not configured (`API_KEYS`). Never says which key."""
 
     code = "unauthorized"
     status_code = 401
+
+    def __init__(self, message: str, *, key_given: bool = False) -> None:
+        super().__init__(message)
+        self.challenge = 'Bearer realm="chatbot-sse"' + (
+            ', error="invalid_token"' if key_given else ""
+        )
 
 
 class IncompleteBody(ChatError):

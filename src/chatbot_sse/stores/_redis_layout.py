@@ -43,10 +43,10 @@ from chatbot_sse.domain import Message, MessageStatus, Role
 __all__ = [
     "ACQUIRE_SLOT",
     "APPEND_EVENTS",
-    "HIT",
-    "REMEMBER",
     "APPEND_MESSAGE",
     "CREATE_CONVERSATION",
+    "HIT",
+    "REMEMBER",
     "SET_CONTROL",
     "Keys",
     "decode_message",

@@ -113,7 +113,9 @@ class RedisStore:
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         async with self._redis.use() as client:
-            raw, owner = await client.hmget(self._keys(conversation_id).conv, ["created_at", "owner"])
+            raw, owner = await client.hmget(
+                self._keys(conversation_id).conv, ["created_at", "owner"]
+            )
         if raw is None:
             return None
         owner_text = owner.decode() if isinstance(owner, bytes) else owner or ""

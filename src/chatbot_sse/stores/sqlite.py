@@ -297,7 +297,9 @@ class SQLiteStore:
         return await self._run(lambda conn: fn(conn, time.time()))
 
     async def hit(self, key: str, window_seconds: float, limit: int) -> tuple[bool, float]:
-        return await self._guard(lambda conn, now: guards.hit(conn, key, window_seconds, limit, now))
+        return await self._guard(
+            lambda conn, now: guards.hit(conn, key, window_seconds, limit, now)
+        )
 
     async def acquire_slot(self, key: str, holder: str, limit: int, lease_seconds: float) -> bool:
         return await self._guard(
