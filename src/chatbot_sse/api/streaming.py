@@ -29,6 +29,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+import structlog
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -36,6 +37,8 @@ from chatbot_sse import sse
 from chatbot_sse.observability.metrics import Metrics
 from chatbot_sse.replies import Generate, LiveReply, ReplyHub
 from chatbot_sse.stores.base import ReplyEvents, ReplyLog
+
+log = structlog.get_logger(__name__)
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -272,6 +275,8 @@ class EventStreamResponse(Response):
             await self._release()
             self.metrics.connection_ended(self.pings, self.blocked, disconnected)
             if self.cut is not None:
+                # uvicorn may add "returned without completing response": that is this cut.
+                log.warning("stream_cut", reason=self.cut, backlog_bytes=self.source.backlog())
                 self.metrics.stream_cut(self.cut)
 
     async def _release(self) -> None:
