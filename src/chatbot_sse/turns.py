@@ -50,9 +50,16 @@ EventSink = Callable[[TurnEvent], Awaitable[None]]
 @dataclass(slots=True, frozen=True)
 class Turn:
     conversation_id: str
-    user_message: Message
+    user_message: Message | None
     reply_id: str
     new_conversation: bool
+    context: Sequence[Message] | None = None
+    """Given: a stateless turn (OpenAI's API without a stored conversation) run on exactly
+    these messages; nothing is read from or written to the store."""
+
+    @classmethod
+    def stateless(cls, context: Sequence[Message]) -> Turn:
+        return cls("", None, new_message_id(), False, context)
 
 
 _CANCEL_MESSAGES = {
@@ -137,7 +144,8 @@ class TurnService:
         event after the partial reply is stored as failed.
         """
         rid = turn.reply_id
-        base = {"conversation_id": turn.conversation_id, "message_id": rid}
+        stored = turn.context is None
+        base = {"conversation_id": turn.conversation_id, "message_id": rid} if stored else {}
         parts: list[str] = []
         started = time.perf_counter()
         first_chunk_at: float | None = None
@@ -145,7 +153,11 @@ class TurnService:
         self.metrics.stream_started()
         try:
             await emit(TurnEvent("connected", f"{rid}:0", {"type": "connected", **base}))
-            context = await self.store.history(turn.conversation_id, limit=self.max_history)
+            context: Sequence[Message]
+            if turn.context is None:
+                context = await self.store.history(turn.conversation_id, limit=self.max_history)
+            else:
+                context = turn.context
             seq = 0
             result = StreamResult()
             async with contextlib.aclosing(open_stream(self.engine, context, result)) as chunks:
@@ -244,6 +256,8 @@ class TurnService:
     async def _store_reply(
         self, turn: Turn, content: str, status: MessageStatus, meta: dict[str, Any]
     ) -> None:
+        if turn.context is not None:
+            return  # a stateless turn keeps nothing
         reply = Message(
             turn.reply_id, turn.conversation_id, Role.ASSISTANT, content, time.time(), status, meta
         )
