@@ -28,6 +28,8 @@ def make_lifespan(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         store = create_store(settings.store_url)
         engine = create_engine(settings)
+        if (instrument := getattr(engine, "instrument", None)) is not None:
+            instrument(metrics)  # engines that count their own work (upstream requests)
         await store.open()
         try:
             await engine.open()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ from chatbot_sse.domain import (
     new_conversation_id,
     new_message_id,
 )
-from chatbot_sse.engines.base import Engine
+from chatbot_sse.engines.base import Engine, StreamResult, open_stream
 from chatbot_sse.errors import ChatError, ConversationNotFound
 from chatbot_sse.observability.metrics import Metrics
 from chatbot_sse.stores.base import Store
@@ -58,6 +58,16 @@ class Turn:
 def _approx_tokens(text: str) -> int:
     """Whitespace tokens: a cheap, engine-independent usage estimate."""
     return len(text.split())
+
+
+def _usage(result: StreamResult, context: Sequence[Message], reply: str) -> Usage:
+    """The engine's token counts where it reported them, the estimate otherwise."""
+    prompt = result.prompt_tokens
+    completion = result.completion_tokens
+    return Usage(
+        prompt_tokens=sum(_approx_tokens(m.content) for m in context) if prompt is None else prompt,
+        completion_tokens=_approx_tokens(reply) if completion is None else completion,
+    )
 
 
 class TurnService:
@@ -100,7 +110,8 @@ class TurnService:
             await emit(TurnEvent("connected", f"{rid}:0", {"type": "connected", **base}))
             context = await self.store.history(turn.conversation_id, limit=self.max_history)
             seq = 0
-            async with contextlib.aclosing(self.engine.stream(context)) as chunks:
+            result = StreamResult()
+            async with contextlib.aclosing(open_stream(self.engine, context, result)) as chunks:
                 async for chunk in chunks:
                     if not chunk:
                         continue
@@ -111,16 +122,16 @@ class TurnService:
                     data = {"type": "message", "content": chunk, **base}
                     await emit(TurnEvent("message", f"{rid}:{seq}", data))
             reply = "".join(parts)
-            await self._store_reply(turn, reply, MessageStatus.COMPLETE, {"finish_reason": "stop"})
-            usage = Usage(
-                prompt_tokens=sum(_approx_tokens(m.content) for m in context),
-                completion_tokens=_approx_tokens(reply),
+            finish_reason = result.finish_reason or "stop"
+            await self._store_reply(
+                turn, reply, MessageStatus.COMPLETE, {"finish_reason": finish_reason}
             )
+            usage = _usage(result, context, reply)
             completed = {
                 "type": "completed",
                 "content": reply,
                 **base,
-                "finish_reason": "stop",
+                "finish_reason": finish_reason,
                 "usage": usage.to_json(),
             }
             await emit(TurnEvent("completed", f"{rid}:{seq + 1}", completed))

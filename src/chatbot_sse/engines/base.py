@@ -4,14 +4,31 @@ Engines never see HTTP. They yield text chunks whose concatenation is the whole
 reply; the turn service frames them as events. Cancellation (client gone,
 shutdown) arrives as `asyncio.CancelledError` at an `await` and must release
 whatever the engine holds (an upstream request, say).
+
+An engine that knows more than the text (a real model's finish reason and
+token counts) accepts an optional `result: StreamResult` and fills it before
+its generator ends; the turn puts it into `completed` and falls back to its own
+estimate for whatever is left `None`. Engines without the parameter still work:
+`open_stream()` passes it only to engines whose `stream` accepts it.
 """
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from chatbot_sse.domain import Message
+
+
+@dataclass(slots=True)
+class StreamResult:
+    """What an engine learnt about the reply it streamed; `None` means "not known"."""
+
+    finish_reason: str | None = None  # "stop", "length", "content_filter", ...
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
 
 
 @runtime_checkable
@@ -27,10 +44,23 @@ class Engine(Protocol):
     async def health(self) -> dict[str, Any]:
         """A small JSON-able state report for `/health`; must not raise."""
 
-    def stream(self, context: Sequence[Message]) -> AsyncGenerator[str, None]:
+    def stream(
+        self, context: Sequence[Message], result: StreamResult | None = None
+    ) -> AsyncGenerator[str, None]:
         """Yield the reply to the last user message of `context`, chunk by chunk.
+
+        Fill `result` (when given) by the time the generator is exhausted.
 
         Raise `chatbot_sse.errors.EngineError` (or a subclass) on failure. An async
         generator, so the turn can `aclose()` it at once when the reply is cut
         short while the engine is suspended between chunks.
         """
+
+
+def open_stream(
+    engine: Engine, context: Sequence[Message], result: StreamResult
+) -> AsyncGenerator[str, None]:
+    """`engine.stream(context, result)`, or `engine.stream(context)` for an engine without it."""
+    if "result" in inspect.signature(engine.stream).parameters:
+        return engine.stream(context, result)
+    return engine.stream(context)

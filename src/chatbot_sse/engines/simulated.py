@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 from chatbot_sse.domain import Message, Role
 from chatbot_sse.engines._simulated_rules import ERROR_TRIGGER, SLOW_TRIGGER, compose_reply
+from chatbot_sse.engines.base import StreamResult
 from chatbot_sse.errors import EngineError
 
 if TYPE_CHECKING:
@@ -83,8 +84,13 @@ class SimulatedEngine:
     async def health(self) -> dict[str, Any]:
         return {"name": self.name, "status": "ok"}
 
-    async def stream(self, context: Sequence[Message]) -> AsyncGenerator[str, None]:
-        """Yield the reply to the last user message of `context`, paced word by word."""
+    async def stream(
+        self, context: Sequence[Message], result: StreamResult | None = None
+    ) -> AsyncGenerator[str, None]:
+        """Yield the reply to the last user message of `context`, paced word by word.
+
+        `result` gets "stop" and word counts for tokens, as a model server reports usage.
+        """
         command = _last_user_text(context).strip()
         delay = self.token_delay * (SLOW_FACTOR if command == SLOW_TRIGGER else 1)
         fail_at = ERROR_AFTER_CHUNKS if command == ERROR_TRIGGER else -1
@@ -100,6 +106,10 @@ class SimulatedEngine:
             if index == fail_at:
                 raise EngineError("simulated engine failure")
             yield chunk
+        if result is not None:
+            result.finish_reason = "stop"
+            result.prompt_tokens = sum(len(message.content.split()) for message in context)
+            result.completion_tokens = len(chunks)
 
 
 def from_settings(settings: Settings) -> SimulatedEngine:
