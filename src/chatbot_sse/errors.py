@@ -10,7 +10,8 @@
     │   └── ConversationNotFound      conversation_not_found
     ├── StoreUnavailable              store_unavailable 503 yes
     └── EngineError                   engine_error     502  yes
-        └── EngineTimeout             engine_timeout   504  yes
+        ├── EngineTimeout             engine_timeout   504  yes
+        └── EngineBusy                engine_busy      503  yes (with Retry-After)
 
 Errors are translated in exactly one place (`api.errors`): into an HTTP status
 and JSON body before a stream starts, into an `event: error` after it has.
@@ -81,3 +82,14 @@ class EngineError(ChatError):
 class EngineTimeout(EngineError):
     code = "engine_timeout"
     status_code = 504
+
+
+class EngineBusy(EngineError):
+    """The engine's queue is full (`ENGINE=local`): try again after `retry_after` seconds."""
+
+    code = "engine_busy"
+    status_code = 503
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, retry_after)

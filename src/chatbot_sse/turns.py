@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -27,7 +27,7 @@ from chatbot_sse.domain import (
     new_conversation_id,
     new_message_id,
 )
-from chatbot_sse.engines.base import Engine, StreamResult, open_stream
+from chatbot_sse.engines.base import Engine, Reservation, StreamResult, open_stream, reserve
 from chatbot_sse.errors import ChatError, ConversationNotFound
 from chatbot_sse.observability.metrics import Metrics
 from chatbot_sse.stores.base import Store
@@ -53,6 +53,7 @@ class Turn:
     user_message: Message
     reply_id: str
     new_conversation: bool
+    reservation: Reservation | None = None  # the engine's queue place, held since `begin()`
 
 
 def _approx_tokens(text: str) -> int:
@@ -80,7 +81,21 @@ class TurnService:
         self.max_history = max_history
 
     async def begin(self, text: str, conversation_id: str | None) -> Turn:
-        """Store the user's message; raise `ConversationNotFound` for an unknown id."""
+        """Store the user's message; raise `ConversationNotFound` for an unknown id.
+
+        A busy engine (`EngineBusy`, 503) is refused first, before anything is stored.
+        """
+        reservation = reserve(self.engine)
+        try:
+            return await self._begin(text, conversation_id, reservation)
+        except BaseException:
+            if reservation is not None:
+                reservation.release()
+            raise
+
+    async def _begin(
+        self, text: str, conversation_id: str | None, reservation: Reservation | None
+    ) -> Turn:
         now = time.time()
         new = conversation_id is None
         if conversation_id is None:
@@ -90,7 +105,7 @@ class TurnService:
             raise ConversationNotFound(f"conversation {conversation_id} does not exist")
         user_message = Message(new_message_id(), conversation_id, Role.USER, text, now)
         await self.store.append_message(user_message)
-        return Turn(conversation_id, user_message, new_message_id(), new)
+        return Turn(conversation_id, user_message, new_message_id(), new, reservation)
 
     async def run(self, turn: Turn, emit: EventSink) -> None:
         """Generate the reply, emitting `connected`, `message`…, then `completed` or `error`.
@@ -111,7 +126,7 @@ class TurnService:
             context = await self.store.history(turn.conversation_id, limit=self.max_history)
             seq = 0
             result = StreamResult()
-            async with contextlib.aclosing(open_stream(self.engine, context, result)) as chunks:
+            async with contextlib.aclosing(self._open(turn, context, result)) as chunks:
                 async for chunk in chunks:
                     if not chunk:
                         continue
@@ -127,13 +142,15 @@ class TurnService:
                 turn, reply, MessageStatus.COMPLETE, {"finish_reason": finish_reason}
             )
             usage = _usage(result, context, reply)
-            completed = {
+            completed: dict[str, Any] = {
                 "type": "completed",
                 "content": reply,
                 **base,
                 "finish_reason": finish_reason,
                 "usage": usage.to_json(),
             }
+            if result.dropped_messages is not None:
+                completed["dropped_messages"] = result.dropped_messages
             await emit(TurnEvent("completed", f"{rid}:{seq + 1}", completed))
         except asyncio.CancelledError:
             outcome = "disconnected"
@@ -152,6 +169,8 @@ class TurnService:
                 turn, parts, "internal_error", "the reply failed unexpectedly", True, emit, base
             )
         finally:
+            if turn.reservation is not None:
+                turn.reservation.release()
             now = time.perf_counter()
             ttft = None if first_chunk_at is None else first_chunk_at - started
             self.metrics.stream_finished(outcome, now - started, ttft, len(parts))
@@ -164,6 +183,13 @@ class TurnService:
                 duration_s=round(now - started, 4),
                 ttft_s=None if ttft is None else round(ttft, 4),
             )
+
+    def _open(
+        self, turn: Turn, context: Sequence[Message], result: StreamResult
+    ) -> AsyncGenerator[str, None]:
+        if turn.reservation is not None:
+            return turn.reservation.stream(context, result)
+        return open_stream(self.engine, context, result)
 
     async def _fail(
         self,

@@ -28,7 +28,7 @@ from chatbot_sse.engines import BUILTIN_ENGINES, Engine, create_engine
 
 EngineFactory = Callable[[bool], Engine]
 
-ENGINES = ["simulated"]
+ENGINES = ["simulated", "local"]
 
 
 def make_settings(**values: Any) -> Settings:
@@ -41,6 +41,27 @@ def simulated_engine_factory() -> EngineFactory:
     def factory(paced: bool) -> Engine:
         delay = 0.02 if paced else 0.0
         settings = make_settings(engine="simulated", response_delay=delay, token_delay=delay)
+        return create_engine(settings)
+
+    return factory
+
+
+@pytest.fixture
+def local_engine_factory() -> EngineFactory:
+    """The real local model (SmolLM2-135M), greedy so replies repeat; short replies keep it quick."""
+    from localsupport import require_local_extra
+
+    require_local_extra()
+
+    def factory(paced: bool) -> Engine:
+        # The model itself paces: some 10 ms per token here, enough to cancel mid-stream.
+        settings = make_settings(
+            engine="local",
+            local_temperature=0,
+            local_max_tokens=48 if paced else 24,
+            local_context_size=1024,
+            local_queue_size=16,
+        )
         return create_engine(settings)
 
     return factory

@@ -44,7 +44,8 @@ def error_response(
 
 async def _chat_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, ChatError)
-    headers = {"Retry-After": "1"} if exc.status_code == 503 else None
+    retry_after = getattr(exc, "retry_after", 1)  # EngineBusy estimates its own
+    headers = {"Retry-After": str(retry_after)} if exc.status_code == 503 else None
     return error_response(exc.status_code, exc.code, exc.message, headers)
 
 
