@@ -87,7 +87,8 @@ class LocalModel:
             add_generation_prompt=True,
         )
         self._vocab = llama_cpp.llama_model_get_vocab(self._llama.model)
-        self.context_size: int = int(self._llama.n_ctx())
+        # llama.cpp rounds the window up (to 256s); the bindings keep only what was asked for.
+        self.context_size = min(int(self._llama.n_ctx()), len(self._llama.input_ids))
 
     def _token_text(self, token: int) -> str:
         if token == -1:

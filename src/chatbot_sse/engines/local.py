@@ -71,6 +71,7 @@ class LocalEngine:
         self._worker: Worker | None = None
         self._opening = asyncio.Lock()
         self._metrics: Metrics | None = None
+        self._last_prompt = ""
 
     def __repr__(self) -> str:
         return f"LocalEngine({self.options!r})"
@@ -87,7 +88,7 @@ class LocalEngine:
     @property
     def last_prompt(self) -> str:
         """The newest prompt the model read, chat template applied (for tests and debugging)."""
-        return "" if self._worker is None else self._worker.last_prompt
+        return self._last_prompt if self._worker is None else self._worker.last_prompt
 
     async def open(self) -> None:
         async with self._opening:
@@ -112,6 +113,7 @@ class LocalEngine:
             worker, self._worker = self._worker, None
             if worker is None:
                 return
+            self._last_prompt = worker.last_prompt
             worker.stop()
             await asyncio.to_thread(worker.join, CLOSE_TIMEOUT)
             worker.model.close()
