@@ -23,6 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 
@@ -73,6 +74,8 @@ class Job:
     enqueued_at: float = field(default_factory=time.perf_counter)
     stats: Stats = field(default_factory=Stats)
     prompt: str = ""
+    # The submitter's request-scoped log fields: this thread's lines carry them too.
+    log_fields: dict[str, Any] = field(default_factory=structlog.contextvars.get_contextvars)
 
 
 class Worker:
@@ -163,7 +166,7 @@ class Worker:
                 else:
                     self._generate(job)
             except Exception as exc:
-                log.exception("local_generation_failed", model=self.model.name)
+                log.exception("local_generation_failed", **job.log_fields, model=self.model.name)
                 end = Failed(exc)
             with self._lock:
                 self._running = None
@@ -212,6 +215,7 @@ class Worker:
         self._average_seconds = 0.8 * self._average_seconds + 0.2 * (ended - started)
         log.info(
             "local_generation",
+            **job.log_fields,
             model=model.name,
             queue_wait_s=round(stats.queue_wait, 4),
             prompt_tokens=stats.prompt_tokens,
@@ -232,6 +236,7 @@ class Worker:
         if fitted.dropped or fitted.trimmed_tokens:
             log.info(
                 "local_context_cut",
+                **job.log_fields,
                 model=self.model.name,
                 context_size=self.model.context_size,
                 kept_messages=fitted.kept,
@@ -239,4 +244,4 @@ class Worker:
                 trimmed_tokens=fitted.trimmed_tokens,
                 prompt_tokens=stats.prompt_tokens,
             )
-        log.debug("local_prompt", model=self.model.name, prompt=fitted.prompt.text)
+        log.debug("local_prompt", **job.log_fields, model=self.model.name, prompt=job.prompt)
