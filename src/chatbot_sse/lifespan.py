@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from chatbot_sse.config import Settings
 from chatbot_sse.engines import create_engine
 from chatbot_sse.observability.metrics import Metrics
+from chatbot_sse.replies import ReplyHub
 from chatbot_sse.stores import create_store
 from chatbot_sse.turns import TurnService
 
@@ -26,7 +27,11 @@ def make_lifespan(
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = create_store(settings.store_url)
+        store = create_store(
+            settings.store_url,
+            event_retention=settings.event_retention_seconds,
+            conversation_ttl=settings.conversation_ttl_seconds,
+        )
         engine = create_engine(settings)
         if (instrument := getattr(engine, "instrument", None)) is not None:
             instrument(metrics)  # engines that count their own work (upstream requests)
@@ -37,8 +42,13 @@ def make_lifespan(
                 app.state.store = store
                 app.state.engine = engine
                 app.state.turns = TurnService(store, engine, metrics, settings.max_history_length)
+                replies = ReplyHub(store, metrics, settings.disconnect_grace_seconds)
+                app.state.replies = replies
                 log.info("started", store=store.backend, engine=engine.name)
-                yield
+                try:
+                    yield
+                finally:
+                    await replies.close()
             finally:
                 await engine.close()
         finally:

@@ -56,6 +56,13 @@ class Turn:
     reservation: Reservation | None = None  # the engine's queue place, held since `begin()`
 
 
+_CANCEL_MESSAGES = {
+    "interrupted": "the reply was stopped: its client left and did not come back in time",
+    "cancelled": "the reply was cancelled on request",
+    "shutdown": "the server shut down during the reply; send the message again",
+}
+
+
 def _approx_tokens(text: str) -> int:
     """Whitespace tokens: a cheap, engine-independent usage estimate."""
     return len(text.split())
@@ -152,12 +159,23 @@ class TurnService:
             if result.dropped_messages is not None:
                 completed["dropped_messages"] = result.dropped_messages
             await emit(TurnEvent("completed", f"{rid}:{seq + 1}", completed))
-        except asyncio.CancelledError:
-            outcome = "disconnected"
+        except asyncio.CancelledError as exc:
+            # The canceller says why: interrupted (nobody came back), cancelled, shutdown.
+            outcome = str(exc.args[0]) if exc.args and exc.args[0] else "interrupted"
             # Shielded: a second cancellation (shutdown) must not lose what the user saw.
             await asyncio.shield(
-                self._store_partial(turn, parts, MessageStatus.INTERRUPTED, "disconnected")
+                self._store_partial(turn, parts, MessageStatus.INTERRUPTED, outcome)
             )
+            # Readers following the log need a terminal event, or they would wait forever.
+            error: dict[str, Any] = {
+                "code": outcome,
+                "message": _CANCEL_MESSAGES.get(outcome, outcome),
+                "retryable": outcome != "cancelled",
+            }
+            with contextlib.suppress(Exception):
+                seq = len(parts) + 1
+                final = {"type": "error", "error": error, **base}
+                await emit(TurnEvent("error", f"{rid}:{seq}", final))
             raise
         except ChatError as exc:
             outcome = "error"

@@ -48,10 +48,10 @@ def _read_until(sock: socket.socket, marker: bytes, count: int) -> bytes:
     return buffer
 
 
-def test_disconnect_stops_generation_and_stores_the_partial_reply(
+def test_disconnect_without_grace_stops_generation_and_stores_the_partial_reply(
     start_server: Callable[..., ServerProcess],
 ) -> None:
-    slow = start_server(RESPONSE_DELAY="0", TOKEN_DELAY="0.1")
+    slow = start_server(RESPONSE_DELAY="0", TOKEN_DELAY="0.1", DISCONNECT_GRACE_SECONDS="0")
     body = b"message=Tell+me+a+story"
     request = (
         b"POST /chat HTTP/1.1\r\nHost: test\r\nContent-Type: application/x-www-form-urlencoded\r\n"
@@ -77,7 +77,8 @@ def test_disconnect_stops_generation_and_stores_the_partial_reply(
     # Generation stopped at once: far fewer chunks than the story has words.
     assert len(reply["content"].split()) < 40
     metrics = httpx.get(slow.url + "/metrics").text
-    assert 'chatbot_sse_streams_total{outcome="disconnected"} 1.0' in metrics
+    assert 'chatbot_sse_streams_total{outcome="interrupted"} 1.0' in metrics
+    assert "chatbot_sse_client_disconnects_total 1.0" in metrics
     assert "chatbot_sse_active_streams 0.0" in metrics
 
 

@@ -1,10 +1,7 @@
 """The Store contract: what the turn service and the routes rely on, checked against every store.
 
-Each backend is a parameter of `make_store`: a fixture named
-`<backend>_store_factory` returning a callable that builds a new, unopened
-store on that backend's shared place (the same SQLite file, the same Redis
-database), so a test can open a second store object over the same data. To add
-a backend (Redis, Valkey), add such a fixture and its name to `STORES`.
+The backends (memory, SQLite, Redis) and the `store`/`make_store` fixtures are
+in `conftest.py`; the reply log's contract is in `test_reply_log_contract.py`.
 
 Also here: the registry (`create_store`) that turns a `STORE_URL` into a store.
 """
@@ -12,9 +9,8 @@ Also here: the registry (`create_store`) that turns a `STORE_URL` into a store.
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import itertools
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -32,38 +28,13 @@ from chatbot_sse.domain import (
 from chatbot_sse.errors import ConversationNotFound, StoreUnavailable
 from chatbot_sse.stores import BUILTIN_STORES, Store, create_store
 from chatbot_sse.stores.memory import MemoryStore
+from chatbot_sse.stores.redis import RedisStore
 from chatbot_sse.stores.sqlite import SQLiteStore
 
-StoreFactory = Callable[[], Store]
-
-STORES = ["memory", "sqlite"]
+StoreFactory = Callable[..., Store]
 
 T0 = 1_700_000_000.0
 _clock = itertools.count()
-
-
-@pytest.fixture
-def memory_store_factory() -> StoreFactory:
-    return MemoryStore
-
-
-@pytest.fixture
-def sqlite_store_factory(tmp_path: Path) -> StoreFactory:
-    return lambda: SQLiteStore(tmp_path / "contract.db")
-
-
-@pytest.fixture(params=STORES)
-def make_store(request: pytest.FixtureRequest) -> StoreFactory:
-    factory: StoreFactory = request.getfixturevalue(f"{request.param}_store_factory")
-    return factory
-
-
-@pytest.fixture
-async def store(make_store: StoreFactory) -> AsyncIterator[Store]:
-    store = make_store()
-    await store.open()
-    yield store
-    await store.close()
 
 
 def message(
@@ -395,13 +366,51 @@ def test_create_store_rejects_bad_urls(url: str, match: str) -> None:
         create_store(url)
 
 
-@pytest.mark.parametrize("url", ["redis://localhost:6379/0", "rediss://cache.example:6380/1"])
-def test_redis_is_reported_when_not_available(url: str) -> None:
-    if importlib.util.find_spec("chatbot_sse.stores.redis") is None:
-        with pytest.raises(ValueError, match=r"'rediss?' is not available yet"):
-            create_store(url)
-    else:  # once the Redis backend exists, it must still be lazy: no connection yet
-        assert create_store(url).backend == "redis"
+@pytest.mark.parametrize(
+    ("url", "where", "prefix"),
+    [
+        ("redis://localhost:6379/0", "localhost:6379/0", "chatbot"),
+        ("rediss://:secret@cache.example:6380/1", "cache.example:6380/1", "chatbot"),
+        ("redis://127.0.0.1?prefix=blue", "127.0.0.1:6379/0", "blue"),
+        ("redis://h:7000/3?prefix=a-b&health_check_interval=5", "h:7000/3", "a-b"),
+    ],
+)
+def test_create_store_redis_is_lazy(url: str, where: str, prefix: str) -> None:
+    """No connection before open(); the password never shows in `where` (logs, errors)."""
+    store = create_store(url, event_retention=12.5, conversation_ttl=60)
+    assert isinstance(store, RedisStore)
+    assert (store.backend, store.where, store.prefix) == ("redis", where, prefix)
+    assert (store.event_retention, store.conversation_ttl) == (12.5, 60)
+    assert "prefix" not in store.url
+
+
+async def test_create_store_passes_event_retention(tmp_path: Path) -> None:
+    memory = create_store("memory://", event_retention=7)
+    sqlite = create_store(f"sqlite:///{tmp_path}/x.db", event_retention=8)
+    assert isinstance(memory, MemoryStore)
+    assert isinstance(sqlite, SQLiteStore)
+    assert (memory.event_retention, sqlite.event_retention) == (7, 8)
+    assert create_store("memory://").event_retention == 300  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    ("url", "options", "match"),
+    [
+        ("memory://", {"conversation_ttl": 60}, "only supported by the redis store"),
+        ("sqlite:///x.db", {"conversation_ttl": 60}, "only supported by the redis store"),
+        ("memory://", {"event_retention": 0}, "event_retention"),
+        ("sqlite:///x.db", {"event_retention": -1}, "event_retention"),
+        ("redis://localhost", {"event_retention": 0}, "event_retention"),
+        ("redis://localhost", {"conversation_ttl": -1}, "conversation_ttl"),
+        ("redis://localhost/zero", {}, "database number"),
+        ("redis://localhost?prefix={x}", {}, "prefix"),
+        ("redis://localhost?prefix=", {}, "prefix"),
+        ("redis://localhost?prefix=a&prefix=b", {}, "more than once"),
+    ],
+)
+def test_create_store_rejects_bad_options(url: str, options: dict[str, float], match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        create_store(url, **options)
 
 
 def test_registry_names_every_builtin_scheme() -> None:

@@ -9,8 +9,9 @@ from fastapi import APIRouter, Request
 
 from chatbot_sse import sse
 from chatbot_sse.api.body import parse_chat_request
-from chatbot_sse.api.streaming import EventStreamResponse
+from chatbot_sse.api.streaming import EventStreamResponse, LiveSource
 from chatbot_sse.config import Settings
+from chatbot_sse.replies import Generate, ReplyHub
 from chatbot_sse.turns import Turn, TurnEvent, TurnService
 
 router = APIRouter()
@@ -34,11 +35,11 @@ _SSE_EXAMPLE = (
 )
 
 
-def _frames(service: TurnService, turn: Turn, retry_ms: int) -> Callable[..., Awaitable[None]]:
-    """Adapt the turn's event sink to encoded SSE frames; the first carries `retry:`."""
+def encoded_turn(service: TurnService, turn: Turn, retry_ms: int) -> Generate:
+    """The turn as a generator of encoded SSE frames; the first carries `retry:`."""
     first_prefix = sse.retry_field(retry_ms)
 
-    async def produce(write: Callable[[bytes], Awaitable[None]]) -> None:
+    async def generate(write: Callable[[bytes], Awaitable[None]]) -> None:
         prefix = first_prefix
 
         async def emit(event: TurnEvent) -> None:
@@ -49,7 +50,7 @@ def _frames(service: TurnService, turn: Turn, retry_ms: int) -> Callable[..., Aw
 
         await service.run(turn, emit)
 
-    return produce
+    return generate
 
 
 @router.post(
@@ -77,12 +78,18 @@ def _frames(service: TurnService, turn: Turn, retry_ms: int) -> Callable[..., Aw
     },
 )
 async def chat(request: Request) -> EventStreamResponse:
-    settings: Settings = request.app.state.settings
-    service: TurnService = request.app.state.turns
+    state = request.app.state
+    settings: Settings = state.settings
+    service: TurnService = state.turns
+    hub: ReplyHub = state.replies
     body = await parse_chat_request(request, settings.max_body_bytes, settings.max_message_chars)
     turn = await service.begin(body.message, body.conversation_id)
+    live = hub.start(
+        turn.conversation_id, turn.reply_id, encoded_turn(service, turn, settings.sse_retry_ms)
+    )
     return EventStreamResponse(
-        _frames(service, turn, settings.sse_retry_ms),
+        LiveSource(hub, live),
         keepalive=settings.keepalive_seconds,
+        metrics=state.metrics,
         headers={"X-Conversation-Id": turn.conversation_id},
     )

@@ -1,30 +1,32 @@
 """An SSE response written straight to ASGI: pings, coalescing, disconnects.
 
-Three cooperating parts per stream:
-- the *producer* task runs the turn and puts encoded frames on a bounded queue
-  (the bound is the backpressure: a slow reader slows the producer down);
-- the *writer* (this response's own task) takes frames off the queue, sends
-  every frame that is ready in one `send` call, and sends a `: ping` comment
-  whenever nothing was ready for `keepalive` seconds, from the very start;
-- the *watcher* task waits for `http.disconnect` and cancels the producer, so
-  a client that leaves stops generation at once, even while the engine is
-  silent. This is why no `BaseHTTPMiddleware` may wrap this response: it
-  swallows `http.disconnect`.
+The response reads frames from a `FrameSource` and never generates anything
+itself: the reply is produced elsewhere (a `ReplyHub` task, or another process
+through the store's log), so a client that leaves only detaches its reader.
+
+Two tasks per connection:
+- the *writer* takes every frame that is ready in one `send` (coalescing), and
+  sends a `: ping` comment whenever nothing came for `keepalive` seconds, from
+  the very start;
+- the *watcher* waits for `http.disconnect`, so a client that leaves is noticed
+  at once, even while the engine is silent. This is why no
+  `BaseHTTPMiddleware` may wrap this response: it swallows `http.disconnect`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import time
+from typing import Protocol
 
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from chatbot_sse import sse
-
-Producer = Callable[[Callable[[bytes], Awaitable[None]]], Awaitable[None]]
-"""Runs a reply, awaiting the callback with each encoded frame."""
+from chatbot_sse.observability.metrics import Metrics
+from chatbot_sse.replies import LiveReply, ReplyHub
+from chatbot_sse.stores.base import ReplyEvents, ReplyLog
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -32,88 +34,153 @@ SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 
+MARK_READER_INTERVAL = 1.0  # seconds between reader heartbeats in the log
+LOG_WAIT_CAP = 5.0  # longest single blocking read on the log
+
+
+class FrameSource(Protocol):
+    async def next_batch(self, patience: float) -> bytes | None:
+        """Frames ready now, joined; b"" if none came within `patience` seconds; None at the end.
+
+        Must be safe to cancel at its await (the connection may drop there).
+        """
+
+    async def close(self) -> None:
+        """The connection is done with this source, whatever the reason."""
+
+
+class LiveSource:
+    """Reads a reply generated in this process, straight from memory."""
+
+    def __init__(self, hub: ReplyHub, live: LiveReply, position: int = 0) -> None:
+        self.hub = hub
+        self.live = live
+        self.position = position
+
+    async def next_batch(self, patience: float) -> bytes | None:
+        live = self.live
+        while True:
+            frames = live.frames
+            end = len(frames)
+            if self.position < end:
+                start, self.position = self.position, end
+                return frames[start] if end - start == 1 else b"".join(frames[start:end])
+            if live.finished:
+                return None
+            if not await live.wait_beyond(self.position, patience):
+                return b""
+
+    async def close(self) -> None:
+        self.hub.detach(self.live)
+
+
+class LogSource:
+    """Replays and follows a reply through the store's log: any worker, any instance."""
+
+    def __init__(
+        self,
+        log: ReplyLog,
+        conversation_id: str,
+        reply_id: str,
+        after_seq: int,
+        first: ReplyEvents | None = None,
+    ) -> None:
+        self.log = log
+        self.conversation_id = conversation_id
+        self.reply_id = reply_id
+        self.after_seq = after_seq
+        self.pending = first
+        self.done = False
+        self.next_heartbeat = 0.0
+
+    async def next_batch(self, patience: float) -> bytes | None:
+        if self.done:
+            return None
+        now = time.monotonic()
+        if now >= self.next_heartbeat:
+            self.next_heartbeat = now + MARK_READER_INTERVAL
+            with contextlib.suppress(Exception):
+                await self.log.mark_reader(self.conversation_id, self.reply_id)
+        result, self.pending = self.pending, None
+        if result is None:
+            wait = min(patience, LOG_WAIT_CAP, MARK_READER_INTERVAL)
+            result = await self.log.read_events(
+                self.conversation_id, self.reply_id, self.after_seq, wait
+            )
+        if result.events:
+            self.after_seq = result.events[-1][0]
+            return b"".join(frame for _, frame in result.events)
+        if result.finished or not result.exists:
+            self.done = True
+            return None
+        return b""
+
+    async def close(self) -> None:
+        """Nothing held: the generating process watches heartbeats, not connections."""
+
 
 class EventStreamResponse(Response):
     media_type = "text/event-stream"
 
     def __init__(
         self,
-        producer: Producer,
+        source: FrameSource,
         *,
         keepalive: float,
+        metrics: Metrics,
         headers: dict[str, str] | None = None,
-        queue_size: int = 64,
+        prefix: bytes = b"",
     ) -> None:
         self.status_code = 200
-        self.producer = producer
+        self.source = source
         self.keepalive = keepalive
-        self.queue_size = queue_size
+        self.metrics = metrics
+        self.prefix = prefix
         self.extra_headers = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
         self.background = None
+        self.pings = 0
+        self.blocked = 0.0
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        queue: asyncio.Queue[bytes | None] = asyncio.Queue(self.queue_size)
-
-        async def produce() -> None:
-            try:
-                await self.producer(queue.put)
-            finally:
-                # Never blocks: on the normal path the writer is draining the queue,
-                # and a cancelled producer's writer is already gone.
-                with contextlib.suppress(asyncio.QueueFull):
-                    queue.put_nowait(None)  # the end, whatever the outcome
-
-        await send(
-            {
-                "type": "http.response.start",
-                "status": 200,
-                "headers": SSE_HEADERS + self.extra_headers,
-            }
-        )
-        producer = asyncio.create_task(produce())
-        watcher = asyncio.create_task(self._watch(receive, producer))
+        start = {"type": "http.response.start", "status": 200}
+        await send({**start, "headers": SSE_HEADERS + self.extra_headers})
+        writer = asyncio.ensure_future(self._write(send))
+        watcher = asyncio.ensure_future(self._watch(receive))
+        disconnected = False
         try:
-            await self._write(queue, send)
-        except OSError:
-            pass  # the client is gone; the watcher has cancelled the producer
+            await asyncio.wait((writer, watcher), return_when=asyncio.FIRST_COMPLETED)
+            disconnected = watcher.done() and not writer.done()
         finally:
-            watcher.cancel()
-            if not producer.done():
-                producer.cancel()
-            # The producer stores the partial reply when cancelled; let it finish that.
-            with contextlib.suppress(asyncio.CancelledError):
-                await producer
-            with contextlib.suppress(asyncio.CancelledError):
-                await watcher
+            for task in (writer, watcher):
+                task.cancel()
+            for task in (writer, watcher):
+                with contextlib.suppress(asyncio.CancelledError):
+                    try:
+                        await task
+                    except OSError:
+                        disconnected = True  # the client vanished mid-send
+            await self.source.close()
+            self.metrics.connection_ended(self.pings, self.blocked, disconnected)
 
-    async def _write(self, queue: asyncio.Queue[bytes | None], send: Send) -> None:
+    async def _write(self, send: Send) -> None:
         keepalive = self.keepalive
+        source = self.source
+        pending = self.prefix
         while True:
-            try:
-                async with asyncio.timeout(keepalive):
-                    frame = await queue.get()
-            except TimeoutError:
-                await send({"type": "http.response.body", "body": sse.PING, "more_body": True})
-                continue
-            if frame is None:
+            batch = await source.next_batch(keepalive)
+            if batch is None:
                 break
-            if not queue.empty():
-                # Coalesce everything already produced into one write.
-                frames = [frame]
-                while not queue.empty():
-                    pending = queue.get_nowait()
-                    if pending is None:
-                        await send({"type": "http.response.body", "body": b"".join(frames)})
-                        return
-                    frames.append(pending)
-                frame = b"".join(frames)
-            await send({"type": "http.response.body", "body": frame, "more_body": True})
-        await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if not batch:
+                self.pings += 1
+                batch = sse.PING
+            if pending:
+                batch, pending = pending + batch, b""
+            started = time.perf_counter()
+            await send({"type": "http.response.body", "body": batch, "more_body": True})
+            self.blocked += time.perf_counter() - started
+        await send({"type": "http.response.body", "body": pending, "more_body": False})
 
     @staticmethod
-    async def _watch(receive: Receive, producer: asyncio.Task[None]) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                producer.cancel()
-                return
+    async def _watch(receive: Receive) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass

@@ -96,6 +96,33 @@ class Metrics:
             registry=r,
         )
 
+        self.generations_cancelled = Counter(
+            "chatbot_sse_generations_cancelled",
+            "Generations stopped before their end, by reason (interrupted, cancelled, shutdown).",
+            ["reason"],
+            registry=r,
+        )
+        self.resumes = Counter(
+            "chatbot_sse_resumes",
+            "Streams resumed with Last-Event-ID, by where the events came from (live, log).",
+            ["source"],
+            registry=r,
+        )
+        self.replayed_events = Counter(
+            "chatbot_sse_replayed_events", "Events sent again to resuming clients.", registry=r
+        )
+        self.pings = Counter("chatbot_sse_pings_sent", "Keep-alive comments sent.", registry=r)
+        self.client_disconnects = Counter(
+            "chatbot_sse_client_disconnects",
+            "SSE connections the client closed before the reply ended.",
+            registry=r,
+        )
+        self.send_blocked = Counter(
+            "chatbot_sse_send_blocked_seconds",
+            "Time spent waiting for slow clients to take stream data.",
+            registry=r,
+        )
+
     def stream_started(self) -> None:
         self.active_streams.inc()
 
@@ -109,6 +136,23 @@ class Metrics:
             self.time_to_first_chunk.observe(ttft)
         if chunks:
             self.chunks_sent.inc(chunks)
+
+    def generation_cancelled(self, reason: str) -> None:
+        self.generations_cancelled.labels(reason).inc()
+
+    def connection_ended(self, pings: int, blocked: float, disconnected: bool) -> None:
+        """Per-connection counters, added once when an SSE connection ends."""
+        if pings:
+            self.pings.inc(pings)
+        if blocked:
+            self.send_blocked.inc(blocked)
+        if disconnected:
+            self.client_disconnects.inc()
+
+    def resumed(self, source: str, replayed: int) -> None:
+        self.resumes.labels(source).inc()
+        if replayed:
+            self.replayed_events.inc(replayed)
 
     def generation(self, engine: str, tokens: int, seconds: float, queue_wait: float) -> None:
         """One reply of an in-process model: `tokens` generated in `seconds`, after waiting."""

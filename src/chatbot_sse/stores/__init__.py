@@ -2,8 +2,9 @@
 
 Built-in backends are registered as `"module:factory"` strings, like engines,
 and imported only when chosen: a SQLite deployment never imports a Redis
-client. A factory takes the whole URL and returns an unopened `Store`; nothing
-connects until `open()`, which the lifespan calls after gunicorn has forked.
+client. A factory takes the whole URL and the keyword options `event_retention`
+and `conversation_ttl`, and returns an unopened `Store`; nothing connects until
+`open()`, which the lifespan calls after gunicorn has forked.
 """
 
 from __future__ import annotations
@@ -24,12 +25,22 @@ BUILTIN_STORES: Mapping[str, str] = {
 }
 
 
-def create_store(url: str, registry: Mapping[str, str] = BUILTIN_STORES) -> Store:
+def create_store(
+    url: str,
+    registry: Mapping[str, str] = BUILTIN_STORES,
+    *,
+    event_retention: float = 300.0,
+    conversation_ttl: float = 0.0,
+) -> Store:
     """Build the (unopened) store `url` names; ValueError if it is unknown, malformed or missing.
 
     The error says which: an unknown scheme, a backend whose module doesn't
-    exist (yet), or one whose optional dependency is not installed. Either way
+    exist (yet), one whose optional dependency is not installed, or an option
+    the backend can't honour (`conversation_ttl` > 0 needs Redis). Either way
     the server refuses to start rather than failing on the first chat.
+
+    `event_retention`: seconds a finished reply's events stay replayable.
+    `conversation_ttl`: seconds after its last write a conversation expires; 0 keeps it.
     """
     scheme, sep, _ = url.partition("://")
     if not sep or scheme not in registry:
@@ -44,5 +55,5 @@ def create_store(url: str, registry: Mapping[str, str] = BUILTIN_STORES) -> Stor
         raise ValueError(
             f"store backend {scheme!r} needs the package {exc.name!r}, which is not installed"
         ) from exc
-    factory = cast("Callable[[str], Store]", getattr(module, factory_name))
-    return factory(url)
+    factory = cast("Callable[..., Store]", getattr(module, factory_name))
+    return factory(url, event_retention=event_retention, conversation_ttl=conversation_ttl)

@@ -15,34 +15,6 @@ from typing import Protocol, runtime_checkable
 from chatbot_sse.domain import Conversation, Message
 
 
-@runtime_checkable
-class Store(Protocol):
-    """Conversations and their messages, oldest first."""
-
-    backend: str
-
-    async def open(self) -> None:
-        """Connect. Called in the lifespan, i.e. after gunicorn has forked."""
-
-    async def close(self) -> None:
-        """Release connections; pending writes are flushed first."""
-
-    async def ping(self) -> None:
-        """Return if the backend answers, else raise `StoreUnavailable`."""
-
-    async def create_conversation(self, conversation_id: str, created_at: float) -> Conversation:
-        """Create a conversation with a fresh id chosen by the caller."""
-
-    async def get_conversation(self, conversation_id: str) -> Conversation | None:
-        """The conversation, or None if it does not exist."""
-
-    async def append_message(self, message: Message) -> None:
-        """Durably add a message to its (existing) conversation."""
-
-    async def history(self, conversation_id: str, limit: int | None = None) -> list[Message]:
-        """Messages oldest first; with `limit`, only the newest `limit` of them."""
-
-
 @dataclass(slots=True, frozen=True)
 class ReplyEvents:
     """What `read_events` found for one reply.
@@ -108,3 +80,31 @@ class ReplyLog(Protocol):
 
     async def reply_control(self, conversation_id: str, reply_id: str) -> ReplyControl:
         """The cancel flag and the last reader heartbeat of a reply."""
+
+
+@runtime_checkable
+class Store(ReplyLog, Protocol):
+    """Conversations and their messages, oldest first, and the log of replies in flight."""
+
+    backend: str
+
+    async def open(self) -> None:
+        """Connect. Called in the lifespan, i.e. after gunicorn has forked."""
+
+    async def close(self) -> None:
+        """Release connections; pending writes are flushed first."""
+
+    async def ping(self) -> None:
+        """Return if the backend answers, else raise `StoreUnavailable`."""
+
+    async def create_conversation(self, conversation_id: str, created_at: float) -> Conversation:
+        """Create a conversation with a fresh id chosen by the caller."""
+
+    async def get_conversation(self, conversation_id: str) -> Conversation | None:
+        """The conversation, or None if it does not exist."""
+
+    async def append_message(self, message: Message) -> None:
+        """Durably add a message to its (existing) conversation."""
+
+    async def history(self, conversation_id: str, limit: int | None = None) -> list[Message]:
+        """Messages oldest first; with `limit`, only the newest `limit` of them."""

@@ -7,17 +7,30 @@ accident: it must be opened before use, refuses calls once closed, and keeps
 `meta` as a JSON round-tripped copy (JSON types only, no aliasing with the
 caller's dict; orjson's types, so integers within 64 bits), exactly what SQLite
 or Redis would hand back, and rejects content that is not valid Unicode.
+
+Its reply log keeps events in lists and wakes waiting readers with an
+`asyncio.Event` per reply (swapped for a fresh one at every change, so a waiter
+holds the one that will be set); expired replies are dropped when touched and
+swept every `PRUNE_EVERY` appends. A wait in progress when the store closes
+ends with `StoreUnavailable`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import time
+from bisect import bisect_right
+from collections.abc import Sequence
+from operator import itemgetter
 from typing import Any
 
 import orjson
 
 from chatbot_sse.domain import Conversation, Message
 from chatbot_sse.errors import ConversationNotFound, StoreUnavailable
+from chatbot_sse.stores._retention import ABANDONED_AFTER, PRUNE_EVERY, check_retention
+from chatbot_sse.stores.base import ReplyControl, ReplyEvents
 
 __all__ = ["MemoryStore", "from_url"]
 
@@ -27,15 +40,45 @@ def _json_copy(meta: dict[str, Any]) -> dict[str, Any]:
     return copied
 
 
+_seq_of = itemgetter(0)
+
+
+@dataclasses.dataclass(slots=True)
+class _Reply:
+    """One reply's log; times are `time.monotonic()` except `reader_seen_at`."""
+
+    touched: float
+    events: list[tuple[int, bytes]] = dataclasses.field(default_factory=list)
+    last_seq: int = -1
+    finished_at: float | None = None
+    cancel_requested: bool = False
+    reader_seen_at: float | None = None
+    changed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+
+    def kept(self, now: float, retention: float) -> bool:
+        if self.finished_at is None:
+            return now - self.touched < ABANDONED_AFTER
+        return now - self.finished_at < retention
+
+    def wake(self) -> None:
+        changed, self.changed = self.changed, asyncio.Event()
+        changed.set()
+
+
 class MemoryStore:
-    """A `Store` held in this process's memory. Every call completes without awaiting."""
+    """A `Store` held in this process's memory. Only `read_events` with `wait` ever awaits."""
 
     backend = "memory"
 
-    def __init__(self) -> None:
+    def __init__(self, *, event_retention: float = 300.0) -> None:
+        check_retention(event_retention)
+        self.event_retention = event_retention
         self._conversations: dict[str, Conversation] = {}
         self._messages: dict[str, list[Message]] = {}
         self._message_ids: set[str] = set()
+        self._replies: dict[tuple[str, str], _Reply] = {}
+        self._latest: dict[str, str] = {}
+        self._appends = 0
         self._state = "new"
 
     def _check_open(self) -> None:
@@ -50,6 +93,8 @@ class MemoryStore:
 
     async def close(self) -> None:
         self._state = "closed"
+        for reply in self._replies.values():
+            reply.wake()  # waiting readers see the store closed
 
     async def ping(self) -> None:
         self._check_open()
@@ -87,9 +132,108 @@ class MemoryStore:
             messages = messages[-limit:] if limit else []
         return [dataclasses.replace(m, meta=_json_copy(m.meta)) if m.meta else m for m in messages]
 
+    # --- the reply log ---------------------------------------------------------------------
 
-def from_url(url: str) -> MemoryStore:
-    """`memory://`, nothing more: there is nothing to configure."""
+    def _reply(self, conversation_id: str, reply_id: str) -> _Reply | None:
+        """The reply if it is still kept; an expired one is dropped on the way."""
+        key = (conversation_id, reply_id)
+        reply = self._replies.get(key)
+        if reply is not None and not reply.kept(time.monotonic(), self.event_retention):
+            del self._replies[key]
+            return None
+        return reply
+
+    def _prune(self) -> None:
+        now = time.monotonic()
+        expired = [k for k, r in self._replies.items() if not r.kept(now, self.event_retention)]
+        for key in expired:
+            del self._replies[key]
+        for conversation_id, reply_id in list(self._latest.items()):
+            if (conversation_id, reply_id) not in self._replies:
+                del self._latest[conversation_id]
+
+    async def append_events(
+        self,
+        conversation_id: str,
+        reply_id: str,
+        events: Sequence[tuple[int, bytes]],
+        finished: bool = False,
+    ) -> None:
+        self._check_open()
+        self._appends += 1
+        if self._appends % PRUNE_EVERY == 0:
+            self._prune()
+        now = time.monotonic()
+        reply = self._reply(conversation_id, reply_id)
+        if reply is None:
+            reply = self._replies[conversation_id, reply_id] = _Reply(now)
+            self._latest[conversation_id] = reply_id
+        if reply.finished_at is not None:
+            return
+        for seq, frame in events:
+            if seq > reply.last_seq:
+                reply.events.append((seq, bytes(frame)))
+                reply.last_seq = seq
+        reply.touched = now
+        if finished:
+            reply.finished_at = now
+        reply.wake()
+
+    async def read_events(
+        self, conversation_id: str, reply_id: str, after_seq: int = -1, wait: float = 0.0
+    ) -> ReplyEvents:
+        self._check_open()
+        reply = self._reply(conversation_id, reply_id)
+        if reply is None:
+            return ReplyEvents([], finished=False, exists=False)
+        if wait > 0 and reply.last_seq <= after_seq and reply.finished_at is None:
+            changed = reply.changed
+            try:
+                async with asyncio.timeout(wait):
+                    await changed.wait()
+            except TimeoutError:
+                pass
+            self._check_open()
+            reply = self._reply(conversation_id, reply_id)
+            if reply is None:
+                return ReplyEvents([], finished=False, exists=False)
+        start = bisect_right(reply.events, after_seq, key=_seq_of)
+        return ReplyEvents(reply.events[start:], reply.finished_at is not None, exists=True)
+
+    async def latest_reply(self, conversation_id: str) -> str | None:
+        self._check_open()
+        reply_id = self._latest.get(conversation_id)
+        if reply_id is None or self._reply(conversation_id, reply_id) is None:
+            return None
+        return reply_id
+
+    async def request_cancel(self, conversation_id: str, reply_id: str) -> None:
+        self._check_open()
+        reply = self._reply(conversation_id, reply_id)
+        if reply is not None:
+            reply.cancel_requested = True
+
+    async def mark_reader(self, conversation_id: str, reply_id: str) -> None:
+        self._check_open()
+        reply = self._reply(conversation_id, reply_id)
+        if reply is not None:
+            reply.reader_seen_at = time.time()
+
+    async def reply_control(self, conversation_id: str, reply_id: str) -> ReplyControl:
+        self._check_open()
+        reply = self._reply(conversation_id, reply_id)
+        if reply is None:
+            return ReplyControl(cancel_requested=False, reader_seen_at=None)
+        return ReplyControl(reply.cancel_requested, reply.reader_seen_at)
+
+
+def from_url(
+    url: str, *, event_retention: float = 300.0, conversation_ttl: float = 0.0
+) -> MemoryStore:
+    """`memory://`, nothing more. `conversation_ttl` is a Redis feature: > 0 is refused."""
     if url != "memory://":
         raise ValueError(f"invalid memory store URL {url!r}: use memory://")
-    return MemoryStore()
+    check_retention(event_retention, conversation_ttl)
+    if conversation_ttl:
+        raise ValueError("conversation_ttl is only supported by the redis store")
+    return MemoryStore(event_retention=event_retention)

@@ -4,7 +4,7 @@ Threading. sqlite3 blocks, so each store owns one connection on one dedicated
 thread (a `ThreadPoolExecutor(max_workers=1)`) and every call runs there; the
 event loop only awaits. aiosqlite does the same, but a private executor needs
 no dependency and keeps the write queue in our hands: group commit (several
-appends in one transaction, one fsync) slots in at `_run`/`_write` later. The
+appends in one transaction, one fsync) slots in at `_run`/`write` later. The
 thread and the connection are created in `open()`, never at import or
 construction, because gunicorn forks after importing the app. A call whose
 awaiting task is cancelled still runs to the end on the thread: a write is
@@ -23,6 +23,11 @@ Durability and sharing between processes:
 - `seq INTEGER PRIMARY KEY AUTOINCREMENT`: a total order of messages that is
   never reused, the order `history()` returns.
 
+The reply log (`_sqlite_replies`) lives in the same file, so every worker sees
+every reply. A reader waiting for new events polls every `POLL_INTERVAL` with
+an `asyncio` sleep between reads, never holding the store's thread; an append
+through the same store object wakes it at once.
+
 Driver errors (locked, read-only, disk full, corrupt, closed) surface as
 `StoreUnavailable`; integrity errors become `ConversationNotFound` or
 `ValueError` (duplicate id), so callers never see a `sqlite3` exception.
@@ -35,87 +40,60 @@ import contextlib
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-import orjson
-
-from chatbot_sse.domain import Conversation, Message, MessageStatus, Role
+from chatbot_sse.domain import Conversation, Message
 from chatbot_sse.errors import ConversationNotFound, StoreUnavailable
+from chatbot_sse.stores import _sqlite_replies as replies
+from chatbot_sse.stores._retention import PRUNE_EVERY, check_retention
+from chatbot_sse.stores._sqlite_sql import (
+    INSERT_MESSAGE,
+    SCHEMA_VERSION,
+    SELECT_ALL,
+    SELECT_NEWEST,
+    message_from_row,
+    message_params,
+    prepare,
+    write,
+)
+from chatbot_sse.stores.base import ReplyControl, ReplyEvents
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "from_url"]
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1  # kept in `PRAGMA user_version`; bump it with a migration step
-SCHEMA = (
-    """CREATE TABLE IF NOT EXISTS conversations (
-        id TEXT PRIMARY KEY,
-        created_at REAL NOT NULL
-    )""",
-    """CREATE TABLE IF NOT EXISTS messages (
-        seq INTEGER PRIMARY KEY AUTOINCREMENT,
-        id TEXT NOT NULL UNIQUE,
-        conversation_id TEXT NOT NULL REFERENCES conversations (id),
-        role TEXT NOT NULL,
-        content TEXT NOT NULL,
-        created_at REAL NOT NULL,
-        status TEXT NOT NULL,
-        meta TEXT NOT NULL DEFAULT '{}'
-    )""",
-    "CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (conversation_id, seq)",
-)
-COLUMNS = "id, conversation_id, role, content, created_at, status, meta"
-INSERT_MESSAGE = f"INSERT INTO messages ({COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)"  # noqa: S608 - constant
-SELECT_ALL = f"SELECT {COLUMNS} FROM messages WHERE conversation_id = ? ORDER BY seq"  # noqa: S608 - constant
-SELECT_NEWEST = (
-    f"SELECT {COLUMNS} FROM (SELECT seq, {COLUMNS} FROM messages"  # noqa: S608 - constant
-    " WHERE conversation_id = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq"
-)
-
-Row = tuple[str, str, str, str, float, str, str]
-
-
-@contextlib.contextmanager
-def _write(conn: sqlite3.Connection) -> Iterator[None]:
-    """One write transaction: the lock taken up front, rolled back on any error."""
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        yield
-        conn.execute("COMMIT")
-    except BaseException:
-        if conn.in_transaction:  # also after a failed COMMIT (disk full), or the next BEGIN fails
-            conn.execute("ROLLBACK")
-        raise
-
-
-def _message(row: Row) -> Message:
-    id_, conversation_id, role, content, created_at, status, meta = row
-    return Message(
-        id_,
-        conversation_id,
-        Role(role),
-        content,
-        created_at,
-        MessageStatus(status),
-        orjson.loads(meta) if meta != "{}" else {},
-    )
+POLL_INTERVAL = 0.025
+"""Seconds between reads of the log while `read_events` waits for another process."""
 
 
 class SQLiteStore:
-    """A `Store` in one SQLite file; `busy_timeout_ms` is how long a writer waits for the lock."""
+    """A `Store` in one SQLite file; `busy_timeout_ms` is how long a writer waits for the lock.
+
+    `event_retention`: seconds a finished reply's events stay readable.
+    """
 
     backend = "sqlite"
 
-    def __init__(self, path: str | os.PathLike[str], *, busy_timeout_ms: int = 5000) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        busy_timeout_ms: int = 5000,
+        event_retention: float = 300.0,
+    ) -> None:
+        check_retention(event_retention)
         self.path = Path(path)
         self.busy_timeout_ms = busy_timeout_ms
+        self.event_retention = event_retention
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None  # used only on the executor's thread
         self._closed = False
+        self._appends = 0
+        self._changed: asyncio.Event | None = None  # set (and replaced) at each local append
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(connection)` on the store's thread; driver errors become StoreUnavailable."""
@@ -156,44 +134,7 @@ class SQLiteStore:
         # autocommit (isolation_level=None): every transaction is an explicit BEGIN IMMEDIATE
         conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None)
         self._conn = conn
-        conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_ms)}")
-        mode = self._enable_wal(conn)
-        if mode != "wal":
-            raise StoreUnavailable(f"SQLite store {self.path}: cannot use WAL (journal {mode!r})")
-        conn.execute("PRAGMA synchronous = FULL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        with _write(conn):  # several workers may open a fresh file at once: one creates it
-            (version,) = conn.execute("PRAGMA user_version").fetchone()
-            if version > SCHEMA_VERSION:
-                raise StoreUnavailable(
-                    f"SQLite store {self.path} has schema version {version}, newer than this "
-                    f"server's {SCHEMA_VERSION}; upgrade the server"
-                )
-            if version < SCHEMA_VERSION:
-                for statement in SCHEMA:
-                    conn.execute(statement)
-            # written even when unchanged: a read-only file fails here, at start-up, not at the
-            # first chat (SQLite opens such a file read-only without complaint)
-            conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-
-    def _enable_wal(self, conn: sqlite3.Connection) -> str:
-        """Switch to WAL, retrying while busy: SQLite doesn't call the busy handler here.
-
-        Only a fresh file needs the switch (the mode is stored in it), but then
-        every worker opening it at the same moment races for it.
-        """
-        deadline = time.monotonic() + self.busy_timeout_ms / 1000
-        delay = 0.001
-        while True:
-            try:
-                mode: str = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
-                return mode
-            except sqlite3.OperationalError as exc:
-                busy = exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_BUSY
-                if not busy or time.monotonic() + delay > deadline:
-                    raise
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+        prepare(conn, self.path, self.busy_timeout_ms)
 
     def _disconnect(self) -> None:
         conn, self._conn = self._conn, None
@@ -204,6 +145,7 @@ class SQLiteStore:
         """Close after the calls already queued have run; idempotent."""
         executor, self._executor = self._executor, None
         self._closed = True
+        self._wake()  # waiting readers find the store closed
         if executor is None:
             return
         try:
@@ -227,7 +169,7 @@ class SQLiteStore:
 
     async def create_conversation(self, conversation_id: str, created_at: float) -> Conversation:
         def insert(conn: sqlite3.Connection) -> None:
-            with _write(conn):
+            with write(conn):
                 try:
                     conn.execute(
                         "INSERT INTO conversations (id, created_at) VALUES (?, ?)",
@@ -249,18 +191,10 @@ class SQLiteStore:
         return await self._run(select)
 
     async def append_message(self, message: Message) -> None:
-        params = (
-            message.id,
-            message.conversation_id,
-            message.role.value,
-            message.content,
-            message.created_at,
-            message.status.value,
-            orjson.dumps(message.meta).decode() if message.meta else "{}",
-        )
+        params = message_params(message)
 
         def insert(conn: sqlite3.Connection) -> None:
-            with _write(conn):
+            with write(conn):
                 try:
                     conn.execute(INSERT_MESSAGE, params)
                 except sqlite3.IntegrityError as exc:
@@ -281,17 +215,89 @@ class SQLiteStore:
                 rows = conn.execute(SELECT_ALL, (conversation_id,))
             else:
                 rows = conn.execute(SELECT_NEWEST, (conversation_id, limit))
-            return [_message(row) for row in rows]
+            return [message_from_row(row) for row in rows]
 
         return await self._run(select)
 
+    # --- the reply log ---------------------------------------------------------------------
 
-def from_url(url: str) -> SQLiteStore:
-    """`sqlite:///relative/path.db` (from the working directory) or `sqlite:////abs/path.db`."""
+    def _wake(self) -> None:
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep up to `seconds`, less if this store object appends meanwhile."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        changed = self._changed
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await changed.wait()
+
+    async def append_events(
+        self,
+        conversation_id: str,
+        reply_id: str,
+        events: Sequence[tuple[int, bytes]],
+        finished: bool = False,
+    ) -> None:
+        self._appends += 1
+        sweep = self._appends % PRUNE_EVERY == 0
+        keys, retention = (conversation_id, reply_id), self.event_retention
+        await self._run(
+            lambda conn: replies.append(
+                conn, keys, events, finished, time.time(), retention, sweep=sweep
+            )
+        )
+        self._wake()
+
+    async def read_events(
+        self, conversation_id: str, reply_id: str, after_seq: int = -1, wait: float = 0.0
+    ) -> ReplyEvents:
+        keys, retention = (conversation_id, reply_id), self.event_retention
+        deadline = time.monotonic() + wait
+        while True:
+            result = await self._run(
+                lambda conn: replies.read(conn, keys, after_seq, time.time(), retention)
+            )
+            remaining = deadline - time.monotonic()
+            if result.events or result.finished or not result.exists or remaining <= 0:
+                return result
+            await self._pause(min(POLL_INTERVAL, remaining))
+
+    async def latest_reply(self, conversation_id: str) -> str | None:
+        retention = self.event_retention
+        return await self._run(
+            lambda conn: replies.latest(conn, conversation_id, time.time(), retention)
+        )
+
+    async def request_cancel(self, conversation_id: str, reply_id: str) -> None:
+        await self._run(lambda conn: replies.set_cancel(conn, (conversation_id, reply_id)))
+
+    async def mark_reader(self, conversation_id: str, reply_id: str) -> None:
+        keys = (conversation_id, reply_id)
+        await self._run(lambda conn: replies.set_reader(conn, keys, time.time()))
+
+    async def reply_control(self, conversation_id: str, reply_id: str) -> ReplyControl:
+        keys, retention = (conversation_id, reply_id), self.event_retention
+        return await self._run(lambda conn: replies.control(conn, keys, time.time(), retention))
+
+
+def from_url(
+    url: str, *, event_retention: float = 300.0, conversation_ttl: float = 0.0
+) -> SQLiteStore:
+    """`sqlite:///relative/path.db` (from the working directory) or `sqlite:////abs/path.db`.
+
+    `conversation_ttl` is a Redis feature: > 0 is refused rather than ignored.
+    """
     parts = urlsplit(url)
     path = unquote(parts.path[1:])
     if parts.scheme != "sqlite" or parts.netloc or parts.query or parts.fragment or not path:
         raise ValueError(
             f"invalid SQLite URL {url!r}: use sqlite:///relative/path.db or sqlite:////abs/path.db"
         )
-    return SQLiteStore(path)
+    check_retention(event_retention, conversation_ttl)
+    if conversation_ttl:
+        raise ValueError("conversation_ttl is only supported by the redis store")
+    return SQLiteStore(path, event_retention=event_retention)

@@ -1,0 +1,165 @@
+"""What the Redis store writes: key names, message encoding and the Lua scripts.
+
+Every key of a conversation carries the hash tag `{<conversation_id>}`, so in
+Redis Cluster they all live in one slot: the scripts below touch several of
+them atomically, and a conversation never spans nodes.
+
+    <prefix>:{<cid>}:conv                 hash    created_at
+    <prefix>:{<cid>}:msgs                 list    messages, JSON arrays, oldest first
+    <prefix>:{<cid>}:ids                  set     message ids (duplicates are refused)
+    <prefix>:{<cid>}:latest               string  id of the reply appended to first most recently
+    <prefix>:{<cid>}:reply:<rid>:events   stream  entry `0-<seq+1>` holds frame `f`;
+                                                  entry `1-0` marks the end
+    <prefix>:{<cid>}:reply:<rid>:ctl      hash    last (seq), finished, cancel, reader
+
+Stream ids are the seqs themselves, so `XREAD`/`XRANGE` from `0-<after_seq+1>`
+returns exactly the events after `after_seq`, and the end marker, whose id is
+above every event's, wakes a blocked `XREAD` when a reply finishes without a
+final event. The `ctl` hash exists exactly as long as the reply is kept: it is
+what `exists` means. Both reply keys get the same expiry at every append: the
+abandonment timeout while the reply runs, `event_retention` once it finished.
+With a conversation TTL, every write to the conversation refreshes the expiry
+of its conversation keys (`conv`, `msgs`, `ids`, `latest`).
+
+Duplicate message ids are detected per conversation: a global index would
+be a key outside the conversation's slot.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from chatbot_sse.domain import Message, MessageStatus, Role
+
+__all__ = [
+    "APPEND_EVENTS",
+    "APPEND_MESSAGE",
+    "CREATE_CONVERSATION",
+    "SET_CONTROL",
+    "Keys",
+    "decode_message",
+    "encode_message",
+    "parse_entries",
+    "stream_id",
+]
+
+END_ID = b"1-0"
+
+
+class Keys:
+    """The key names of one conversation."""
+
+    __slots__ = ("base", "conv", "ids", "latest", "msgs")
+
+    def __init__(self, prefix: str, conversation_id: str) -> None:
+        self.base = f"{prefix}:{{{conversation_id}}}"
+        self.conv = f"{self.base}:conv"
+        self.msgs = f"{self.base}:msgs"
+        self.ids = f"{self.base}:ids"
+        self.latest = f"{self.base}:latest"
+
+    def events(self, reply_id: str) -> str:
+        return f"{self.base}:reply:{reply_id}:events"
+
+    def control(self, reply_id: str) -> str:
+        return f"{self.base}:reply:{reply_id}:ctl"
+
+
+def stream_id(seq: int) -> str:
+    """The stream id of event `seq`; `stream_id(-1)` is `0-0`, below every event."""
+    return f"0-{max(seq, -1) + 1}"
+
+
+def parse_entries(entries: Any) -> tuple[list[tuple[int, bytes]], bool]:
+    """`XRANGE`/`XREAD` entries as (seq, frame) pairs, and whether the end marker was among them."""
+    events: list[tuple[int, bytes]] = []
+    finished = False
+    for entry_id, fields in entries:
+        if entry_id == END_ID:
+            finished = True
+        else:
+            events.append((int(entry_id[2:]) - 1, fields[b"f"]))
+    return events, finished
+
+
+def encode_message(message: Message) -> bytes:
+    """A compact JSON array; the conversation id is in the key. ValueError/TypeError as SQLite."""
+    message.content.encode()  # UnicodeEncodeError (a ValueError) on lone surrogates
+    return orjson.dumps(
+        [
+            message.id,
+            message.role.value,
+            message.content,
+            message.created_at,
+            message.status.value,
+            message.meta,
+        ]
+    )
+
+
+def decode_message(conversation_id: str, raw: bytes | str) -> Message:
+    id_, role, content, created_at, status, meta = orjson.loads(raw)
+    return Message(
+        id_, conversation_id, Role(role), content, created_at, MessageStatus(status), meta
+    )
+
+
+CREATE_CONVERSATION = """
+-- KEYS: conv. ARGV: created_at, conversation ttl in ms (0: none). 1 if created, 0 if it existed.
+if redis.call('HSETNX', KEYS[1], 'created_at', ARGV[1]) == 0 then return 0 end
+if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 1
+"""
+
+APPEND_MESSAGE = """
+-- KEYS: conv, msgs, ids, latest. ARGV: message id, encoded message, conversation ttl in ms.
+-- 0: appended; 1: no such conversation; 2: duplicate message id.
+if redis.call('EXISTS', KEYS[1]) == 0 then return 1 end
+if redis.call('SADD', KEYS[3], ARGV[1]) == 0 then return 2 end
+redis.call('RPUSH', KEYS[2], ARGV[2])
+if tonumber(ARGV[3]) > 0 then
+  for i = 1, #KEYS do redis.call('PEXPIRE', KEYS[i], ARGV[3]) end
+end
+return 0
+"""
+
+APPEND_EVENTS = """
+-- KEYS: events, ctl, latest. ARGV: reply id, finished (0|1), in-flight ttl ms, retention ms,
+-- conversation ttl ms (0: none), then seq, frame, seq, frame...
+local last = redis.call('HGET', KEYS[2], 'last')
+if not last then
+  last = -1
+  redis.call('SET', KEYS[3], ARGV[1])
+  if tonumber(ARGV[5]) > 0 then redis.call('PEXPIRE', KEYS[3], ARGV[5]) end
+elseif redis.call('HEXISTS', KEYS[2], 'finished') == 1 then
+  return 0
+else
+  last = tonumber(last)
+end
+for i = 6, #ARGV, 2 do
+  local seq = tonumber(ARGV[i])
+  if seq > last then
+    redis.call('XADD', KEYS[1], string.format('0-%d', seq + 1), 'f', ARGV[i + 1])
+    last = seq
+  end
+end
+redis.call('HSET', KEYS[2], 'last', string.format('%d', last))
+local ttl = ARGV[3]
+if ARGV[2] == '1' then
+  redis.call('XADD', KEYS[1], '1-0', 'end', '1')
+  redis.call('HSET', KEYS[2], 'finished', '1')
+  ttl = ARGV[4]
+end
+redis.call('PEXPIRE', KEYS[1], ttl)
+redis.call('PEXPIRE', KEYS[2], ttl)
+return 1
+"""
+
+SET_CONTROL = """
+-- KEYS: ctl. ARGV: field, value. Only for a reply that is kept: never resurrects one.
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1
+"""

@@ -1,0 +1,164 @@
+"""The SQLite store's reply log: plain functions run on the store's thread.
+
+Every worker sharing the file sees the same `replies` and `reply_events`
+tables, which is what lets a client resume on another worker. Expiry is
+decided by the `KEPT` predicate at every read, so a reply is gone the moment
+its retention ends; the rows themselves are deleted lazily by `prune`, which
+`append` runs every `PRUNE_EVERY` calls.
+
+The log is a replay cache, not conversation data: its writes commit with
+`synchronous = NORMAL` (no fsync; in WAL mode still atomic and never corrupt),
+so a busy reply costs a write() per batch instead of an fsync. The next
+`synchronous = FULL` commit (a message) fsyncs the WAL, the log's frames with it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator, Sequence
+
+from chatbot_sse.stores._retention import ABANDONED_AFTER
+from chatbot_sse.stores._sqlite_sql import write
+from chatbot_sse.stores.base import ReplyControl, ReplyEvents
+
+__all__ = ["append", "control", "latest", "prune", "read", "set_cancel", "set_reader"]
+
+# Parameters: (now - ABANDONED_AFTER, now - retention). No NULL can reach NOT: updated_at is set.
+EXPIRED = "(CASE WHEN finished_at IS NULL THEN updated_at <= ? ELSE finished_at <= ? END)"
+SELECT_REPLY = (
+    f"SELECT id, last_seq, finished_at, NOT {EXPIRED} FROM replies"  # noqa: S608 - constant
+    " WHERE conversation_id = ? AND reply_id = ?"
+)
+
+
+def _limits(now: float, retention: float) -> tuple[float, float]:
+    return now - ABANDONED_AFTER, now - retention
+
+
+@contextlib.contextmanager
+def _ephemeral_write(conn: sqlite3.Connection) -> Iterator[None]:
+    """A write transaction committed without fsync (see the module docstring)."""
+    conn.execute("PRAGMA synchronous = NORMAL")
+    try:
+        with write(conn):
+            yield
+    finally:
+        conn.execute("PRAGMA synchronous = FULL")
+
+
+@contextlib.contextmanager
+def _snapshot(conn: sqlite3.Connection) -> Iterator[None]:
+    """A read transaction: the reply row and its events from the same commit."""
+    conn.execute("BEGIN")
+    try:
+        yield
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")
+
+
+def prune(conn: sqlite3.Connection, now: float, retention: float) -> None:
+    """Delete the replies (and their events) whose retention has run out."""
+    limits = _limits(now, retention)
+    conn.execute(
+        f"DELETE FROM reply_events WHERE reply IN (SELECT id FROM replies WHERE {EXPIRED})",  # noqa: S608 - constant
+        limits,
+    )
+    conn.execute(f"DELETE FROM replies WHERE {EXPIRED}", limits)  # noqa: S608 - constant
+
+
+def append(
+    conn: sqlite3.Connection,
+    keys: tuple[str, str],
+    events: Sequence[tuple[int, bytes]],
+    finished: bool,
+    now: float,
+    retention: float,
+    *,
+    sweep: bool = False,
+) -> None:
+    """Add the events with a seq above the last one kept; one transaction."""
+    with _ephemeral_write(conn):
+        if sweep:
+            prune(conn, now, retention)
+        row = conn.execute(SELECT_REPLY, (*_limits(now, retention), *keys)).fetchone()
+        if row is not None and not row[3]:  # expired but not pruned yet: start afresh
+            conn.execute("DELETE FROM reply_events WHERE reply = ?", (row[0],))
+            conn.execute("DELETE FROM replies WHERE id = ?", (row[0],))
+            row = None
+        if row is None:
+            cursor = conn.execute(
+                "INSERT INTO replies (conversation_id, reply_id, updated_at) VALUES (?, ?, ?)",
+                (*keys, now),
+            )
+            reply, last_seq, finished_at = cursor.lastrowid, -1, None
+        else:
+            reply, last_seq, finished_at, _ = row
+        if finished_at is not None:
+            return
+        fresh = []
+        for seq, frame in events:
+            if seq > last_seq:
+                fresh.append((reply, seq, frame))
+                last_seq = seq
+        conn.executemany("INSERT INTO reply_events (reply, seq, frame) VALUES (?, ?, ?)", fresh)
+        conn.execute(
+            "UPDATE replies SET last_seq = ?, updated_at = ?, finished_at = ? WHERE id = ?",
+            (last_seq, now, now if finished else None, reply),
+        )
+
+
+def read(
+    conn: sqlite3.Connection, keys: tuple[str, str], after_seq: int, now: float, retention: float
+) -> ReplyEvents:
+    with _snapshot(conn):
+        row = conn.execute(SELECT_REPLY, (*_limits(now, retention), *keys)).fetchone()
+        if row is None or not row[3]:
+            return ReplyEvents([], finished=False, exists=False)
+        rows = conn.execute(
+            "SELECT seq, frame FROM reply_events WHERE reply = ? AND seq > ? ORDER BY seq",
+            (row[0], after_seq),
+        )
+        return ReplyEvents(rows.fetchall(), finished=row[2] is not None, exists=True)
+
+
+def latest(
+    conn: sqlite3.Connection, conversation_id: str, now: float, retention: float
+) -> str | None:
+    """The reply appended to first most recently, if it is still kept."""
+    row = conn.execute(
+        f"SELECT reply_id, NOT {EXPIRED} FROM replies WHERE conversation_id = ?"  # noqa: S608 - constant
+        " ORDER BY id DESC LIMIT 1",
+        (*_limits(now, retention), conversation_id),
+    ).fetchone()
+    return row[0] if row is not None and row[1] else None
+
+
+def set_cancel(conn: sqlite3.Connection, keys: tuple[str, str]) -> None:
+    with _ephemeral_write(conn):
+        conn.execute(
+            "UPDATE replies SET cancel_requested = 1 WHERE conversation_id = ? AND reply_id = ?",
+            keys,
+        )
+
+
+def set_reader(conn: sqlite3.Connection, keys: tuple[str, str], now: float) -> None:
+    with _ephemeral_write(conn):
+        conn.execute(
+            "UPDATE replies SET reader_seen_at = ? WHERE conversation_id = ? AND reply_id = ?",
+            (now, *keys),
+        )
+
+
+def control(
+    conn: sqlite3.Connection, keys: tuple[str, str], now: float, retention: float
+) -> ReplyControl:
+    row = conn.execute(
+        f"SELECT cancel_requested, reader_seen_at, NOT {EXPIRED} FROM replies"  # noqa: S608 - constant
+        " WHERE conversation_id = ? AND reply_id = ?",
+        (*_limits(now, retention), *keys),
+    ).fetchone()
+    if row is None or not row[2]:
+        return ReplyControl(cancel_requested=False, reader_seen_at=None)
+    return ReplyControl(cancel_requested=bool(row[0]), reader_seen_at=row[1])

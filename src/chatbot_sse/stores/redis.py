@@ -1,0 +1,245 @@
+"""RedisStore: conversations and reply logs in Redis, shared by every worker and instance.
+
+The data layout and the Lua scripts are in `_redis_layout` (one conversation,
+one hash slot: Redis Cluster-ready); the pool and its failure rules are in
+`_redis_client` (timeouts, StoreUnavailable, recovery when Redis is back).
+Writes that must be atomic (create, append to an existing conversation,
+append events) are Lua scripts, which redis-py reloads by itself after a Redis
+restart (`NOSCRIPT`).
+
+Waiting for a reply's events is `XREAD BLOCK` on its stream, in slices shorter
+than the socket timeout; a wait in progress when the store closes ends with
+`StoreUnavailable`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from redis.asyncio.connection import parse_url
+
+from chatbot_sse.domain import Conversation, Message
+from chatbot_sse.errors import ConversationNotFound
+from chatbot_sse.stores import _redis_layout as layout
+from chatbot_sse.stores._redis_client import RedisClient
+from chatbot_sse.stores._retention import ABANDONED_AFTER, check_retention
+from chatbot_sse.stores.base import ReplyControl, ReplyEvents
+
+__all__ = ["RedisStore", "from_url"]
+
+
+def _ms(seconds: float) -> int:
+    return max(1, round(seconds * 1000))
+
+
+class RedisStore:
+    """A `Store` in one Redis database.
+
+    `prefix` starts every key, so several deployments (or tests) can share a
+    database. `event_retention`: seconds a finished reply's events are kept.
+    `conversation_ttl`: seconds after its last write a conversation expires (0: never).
+    Timeouts are in seconds; `socket_timeout` bounds every reply from Redis.
+    """
+
+    backend = "redis"
+
+    def __init__(
+        self,
+        url: str = "redis://127.0.0.1:6379/0",
+        *,
+        prefix: str = "chatbot",
+        event_retention: float = 300.0,
+        conversation_ttl: float = 0.0,
+        connect_timeout: float = 2.0,
+        socket_timeout: float = 5.0,
+        health_check_interval: float = 15.0,
+    ) -> None:
+        check_retention(event_retention, conversation_ttl)
+        if not prefix or "{" in prefix or "}" in prefix:
+            raise ValueError(f"invalid Redis key prefix {prefix!r}: non-empty, without braces")
+        parts = urlsplit(url)
+        db = parts.path.strip("/")
+        if db and not db.isdigit():
+            raise ValueError(f"invalid Redis URL {url!r}: the path is the database number")
+        try:
+            parse_url(url)
+        except ValueError as exc:
+            raise ValueError(f"invalid Redis URL {url!r}: {exc}") from exc
+        self.url = url
+        self.where = f"{parts.hostname or 'localhost'}:{parts.port or 6379}/{db or 0}"
+        self.prefix = prefix
+        self.event_retention = event_retention
+        self.conversation_ttl = conversation_ttl
+        self._conversation_ttl_ms = _ms(conversation_ttl) if conversation_ttl else 0
+        self._block_slice = max(0.1, socket_timeout - 1.0)
+        self._redis = RedisClient(
+            url,
+            self.where,
+            connect_timeout=connect_timeout,
+            socket_timeout=socket_timeout,
+            health_check_interval=health_check_interval,
+        )
+
+    async def open(self) -> None:
+        """Create the pool and check that Redis answers: StoreUnavailable if not (retry later)."""
+        await self._redis.open()
+
+    async def close(self) -> None:
+        await self._redis.close()
+
+    async def ping(self) -> None:
+        async with self._redis.use() as client:
+            await client.ping()
+
+    def _keys(self, conversation_id: str) -> layout.Keys:
+        return layout.Keys(self.prefix, conversation_id)
+
+    # --- conversations ----------------------------------------------------------------------
+
+    async def create_conversation(self, conversation_id: str, created_at: float) -> Conversation:
+        keys = self._keys(conversation_id)
+        async with self._redis.use():
+            created = await self._redis.scripts["create"](
+                keys=[keys.conv], args=[repr(created_at), self._conversation_ttl_ms]
+            )
+        if not created:
+            raise ValueError(f"conversation {conversation_id!r} already exists")
+        return Conversation(conversation_id, created_at)
+
+    async def get_conversation(self, conversation_id: str) -> Conversation | None:
+        async with self._redis.use() as client:
+            raw = await client.hget(self._keys(conversation_id).conv, "created_at")
+        return None if raw is None else Conversation(conversation_id, float(raw))
+
+    async def append_message(self, message: Message) -> None:
+        encoded = layout.encode_message(message)
+        keys = self._keys(message.conversation_id)
+        async with self._redis.use(), self._redis.in_order(keys.base):
+            outcome = await self._redis.scripts["message"](
+                keys=[keys.conv, keys.msgs, keys.ids, keys.latest],
+                args=[message.id, encoded, self._conversation_ttl_ms],
+            )
+        if outcome == 1:
+            raise ConversationNotFound(f"conversation {message.conversation_id!r} not found")
+        if outcome == 2:
+            raise ValueError(f"message {message.id!r} already exists")
+
+    async def history(self, conversation_id: str, limit: int | None = None) -> list[Message]:
+        if limit is not None and limit < 0:
+            raise ValueError(f"limit must be >= 0, not {limit}")
+        async with self._redis.use() as client:
+            if limit == 0:
+                return []
+            raw = await client.lrange(self._keys(conversation_id).msgs, -limit if limit else 0, -1)
+        return [layout.decode_message(conversation_id, item) for item in raw]
+
+    # --- the reply log ----------------------------------------------------------------------
+
+    async def append_events(
+        self,
+        conversation_id: str,
+        reply_id: str,
+        events: Sequence[tuple[int, bytes]],
+        finished: bool = False,
+    ) -> None:
+        keys = self._keys(conversation_id)
+        events_key = keys.events(reply_id)
+        args: list[Any] = [
+            reply_id,
+            1 if finished else 0,
+            _ms(ABANDONED_AFTER),
+            _ms(self.event_retention),
+            self._conversation_ttl_ms,
+        ]
+        for seq, frame in events:
+            args += (seq, frame)
+        async with self._redis.use(), self._redis.in_order(events_key):
+            await self._redis.scripts["events"](
+                keys=[events_key, keys.control(reply_id), keys.latest], args=args
+            )
+
+    async def _read(self, keys: layout.Keys, reply_id: str, after_seq: int) -> ReplyEvents:
+        first = layout.stream_id(after_seq + 1)  # XRANGE is inclusive: from seq after_seq + 1
+        async with self._redis.use() as client, client.pipeline(transaction=True) as pipe:
+            pipe.exists(keys.control(reply_id))
+            pipe.xrange(keys.events(reply_id), min=first)
+            exists, entries = await pipe.execute()
+        if not exists:
+            return ReplyEvents([], finished=False, exists=False)
+        events, finished = layout.parse_entries(entries)
+        return ReplyEvents(events, finished, exists=True)
+
+    async def read_events(
+        self, conversation_id: str, reply_id: str, after_seq: int = -1, wait: float = 0.0
+    ) -> ReplyEvents:
+        keys = self._keys(conversation_id)
+        deadline = time.monotonic() + wait
+        result = await self._read(keys, reply_id, after_seq)
+        while result.exists and not (result.events or result.finished):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            entries = await self._redis.block_read(
+                keys.events(reply_id),
+                layout.stream_id(after_seq),
+                min(remaining, self._block_slice),
+            )
+            if entries:
+                events, finished = layout.parse_entries(entries)
+                return ReplyEvents(events, finished, exists=True)
+            result = await self._read(keys, reply_id, after_seq)  # expired meanwhile?
+        return result
+
+    async def latest_reply(self, conversation_id: str) -> str | None:
+        keys = self._keys(conversation_id)
+        async with self._redis.use() as client:
+            raw = await client.get(keys.latest)
+            if raw is None:
+                return None
+            reply_id = raw.decode() if isinstance(raw, bytes) else raw
+            kept = await client.exists(keys.control(reply_id))
+        return reply_id if kept else None
+
+    async def _set_control(
+        self, conversation_id: str, reply_id: str, field: str, value: str
+    ) -> None:
+        key = self._keys(conversation_id).control(reply_id)
+        async with self._redis.use():
+            await self._redis.scripts["control"](keys=[key], args=[field, value])
+
+    async def request_cancel(self, conversation_id: str, reply_id: str) -> None:
+        await self._set_control(conversation_id, reply_id, "cancel", "1")
+
+    async def mark_reader(self, conversation_id: str, reply_id: str) -> None:
+        await self._set_control(conversation_id, reply_id, "reader", repr(time.time()))
+
+    async def reply_control(self, conversation_id: str, reply_id: str) -> ReplyControl:
+        key = self._keys(conversation_id).control(reply_id)
+        async with self._redis.use() as client:
+            cancel, reader = await client.hmget(key, ["cancel", "reader"])
+        return ReplyControl(cancel is not None, None if reader is None else float(reader))
+
+
+def from_url(
+    url: str, *, event_retention: float = 300.0, conversation_ttl: float = 0.0
+) -> RedisStore:
+    """`redis://[[user]:password@]host[:port][/db][?prefix=name&…]`, or `rediss://` for TLS.
+
+    `prefix` (default `chatbot`) starts every key; other query options are
+    redis-py's own (e.g. `health_check_interval`, `ssl_cert_reqs`).
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefixes = [value for name, value in query if name == "prefix"]
+    if len(prefixes) > 1:
+        raise ValueError(f"invalid Redis URL {url!r}: prefix given more than once")
+    rest = urlencode([(name, value) for name, value in query if name != "prefix"])
+    return RedisStore(
+        urlunsplit(parts._replace(query=rest)),
+        prefix=prefixes[0] if prefixes else "chatbot",
+        event_retention=event_retention,
+        conversation_ttl=conversation_ttl,
+    )

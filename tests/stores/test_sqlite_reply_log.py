@@ -1,0 +1,161 @@
+"""SQLiteStore's reply log beyond the contract: migration, pruning, pragmas, other processes.
+
+Real files in `tmp_path`; the other process is a real OS process appending to
+the same file, as another gunicorn worker would.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from chatbot_sse.domain import Message, Role, new_conversation_id, new_message_id
+from chatbot_sse.stores._retention import PRUNE_EVERY
+from chatbot_sse.stores.base import ReplyEvents
+from chatbot_sse.stores.sqlite import SCHEMA_VERSION, SQLiteStore
+
+T0 = 1_700_000_000.0
+
+V1_SCHEMA = """
+CREATE TABLE conversations (id TEXT PRIMARY KEY, created_at REAL NOT NULL);
+CREATE TABLE messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+    conversation_id TEXT NOT NULL REFERENCES conversations (id), role TEXT NOT NULL,
+    content TEXT NOT NULL, created_at REAL NOT NULL, status TEXT NOT NULL,
+    meta TEXT NOT NULL DEFAULT '{}');
+CREATE INDEX messages_by_conversation ON messages (conversation_id, seq);
+INSERT INTO conversations VALUES ('c1', 1700000000.0);
+INSERT INTO messages (id, conversation_id, role, content, created_at, status)
+    VALUES ('m1', 'c1', 'user', 'kept', 1700000000.0, 'complete');
+PRAGMA user_version = 1;
+"""
+
+
+@pytest.fixture
+def db_path(tmp_path: Path) -> Path:
+    return tmp_path / "chat.db"
+
+
+@pytest.fixture
+async def store(db_path: Path) -> AsyncIterator[SQLiteStore]:
+    store = SQLiteStore(db_path, event_retention=0.2)
+    await store.open()
+    yield store
+    await store.close()
+
+
+def count_rows(path: Path) -> tuple[int, int]:
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        replies = conn.execute("SELECT count(*) FROM replies").fetchone()[0]
+        events = conn.execute("SELECT count(*) FROM reply_events").fetchone()[0]
+        return replies, events
+
+
+async def test_a_version_1_file_is_migrated_keeping_its_data(db_path: Path) -> None:
+    with contextlib.closing(sqlite3.connect(db_path)) as conn:
+        conn.executescript(V1_SCHEMA)
+    store = SQLiteStore(db_path)
+    await store.open()
+    try:
+        assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 2
+        assert [m.content for m in await store.history("c1")] == ["kept"]
+        await store.append_events("c1", "r1", [(0, b"x")], finished=True)
+        assert await store.read_events("c1", "r1") == ReplyEvents([(0, b"x")], True, True)
+    finally:
+        await store.close()
+
+
+async def test_expired_replies_are_deleted_from_the_file(store: SQLiteStore, db_path: Path) -> None:
+    conversation_id = new_conversation_id()
+    for _ in range(PRUNE_EVERY - 2):  # the store's appends number 1 .. PRUNE_EVERY - 2
+        await store.append_events(conversation_id, new_message_id(), [(0, b"x"), (1, b"y")], True)
+    running = new_message_id()
+    await store.append_events(conversation_id, running, [(0, b"still going")])  # not finished
+    assert await asyncio.to_thread(count_rows, db_path) == (PRUNE_EVERY - 1, 2 * PRUNE_EVERY - 3)
+    await asyncio.sleep(0.3)
+    await store.append_events(conversation_id, running, [(1, b"on")])  # append PRUNE_EVERY sweeps
+    assert await asyncio.to_thread(count_rows, db_path) == (1, 2)
+
+
+async def test_log_writes_leave_the_connection_at_synchronous_full(store: SQLiteStore) -> None:
+    conversation_id, reply_id = new_conversation_id(), new_message_id()
+    await store.append_events(conversation_id, reply_id, [(0, b"x")])
+    await store.mark_reader(conversation_id, reply_id)
+    await store.request_cancel(conversation_id, reply_id)
+    assert (await store.pragmas())["synchronous"] == 2  # FULL, for the messages
+
+
+async def test_a_waiting_reader_does_not_hold_the_store_thread(store: SQLiteStore) -> None:
+    conversation_id, reply_id = new_conversation_id(), new_message_id()
+    await store.create_conversation(conversation_id, T0)
+    await store.append_events(conversation_id, reply_id, [(0, b"x")])
+    readers = [
+        asyncio.ensure_future(store.read_events(conversation_id, reply_id, 0, wait=2))
+        for _ in range(10)
+    ]
+    await asyncio.sleep(0.1)
+    start = time.monotonic()
+    for i in range(10):
+        await store.append_message(
+            Message(new_message_id(), conversation_id, Role.USER, f"m{i}", T0)
+        )
+    assert time.monotonic() - start < 0.5
+    assert len(await store.history(conversation_id)) == 10
+    await store.append_events(conversation_id, reply_id, [(1, b"y")], finished=True)
+    results = await asyncio.wait_for(asyncio.gather(*readers), 1)
+    assert all(r == ReplyEvents([(1, b"y")], True, True) for r in results)
+
+
+APPENDER = """
+import asyncio, sys, time
+from chatbot_sse.stores.sqlite import SQLiteStore
+
+async def main(path, conversation_id, reply_id):
+    store = SQLiteStore(path)
+    await store.open()
+    print("ready", flush=True)
+    sys.stdin.readline()
+    await store.append_events(conversation_id, reply_id, [(1, b"from afar")], finished=True)
+    await store.close()
+
+asyncio.run(main(*sys.argv[1:]))
+"""
+
+
+async def test_another_process_wakes_a_waiting_reader(store: SQLiteStore, db_path: Path) -> None:
+    conversation_id, reply_id = new_conversation_id(), new_message_id()
+    await store.append_events(conversation_id, reply_id, [(0, b"here")])
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        APPENDER,
+        str(db_path),
+        conversation_id,
+        reply_id,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    try:
+        assert await asyncio.wait_for(proc.stdout.readline(), 20) == b"ready\n"
+        reader = asyncio.ensure_future(store.read_events(conversation_id, reply_id, 0, wait=10))
+        await asyncio.sleep(0.1)
+        assert not reader.done()
+        start = time.monotonic()
+        proc.stdin.write(b"go\n")
+        await proc.stdin.drain()
+        result = await asyncio.wait_for(reader, 5)
+        assert result == ReplyEvents([(1, b"from afar")], finished=True, exists=True)
+        assert time.monotonic() - start < 1
+    finally:
+        proc.stdin.close()
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
