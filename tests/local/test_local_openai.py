@@ -80,24 +80,11 @@ def llama_cpp_server(model_path: Path, tmp_path: Path) -> Iterator[str]:
     port = free_port()
     log_path = tmp_path / "llama_cpp_server.log"
     with log_path.open("wb") as log:
+        command = [sys.executable, "-m", "llama_cpp.server", "--model", str(model_path)]
+        command += ["--host", "127.0.0.1", "--port", str(port), "--n_ctx", "1024"]
+        command += ["--n_threads", "1", "--n_threads_batch", "1"]
         proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                str(model_path),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--n_ctx",
-                "1024",
-                "--n_threads",
-                "1",
-                "--n_threads_batch",
-                "1",
-            ],  # fmt: skip
+            command,
             stdout=log,
             stderr=subprocess.STDOUT,
         )
@@ -135,7 +122,7 @@ def test_chained_in_front_of_llama_cpp_server(
     )
     first = post_chat(server.url, timeout=60, json={"message": "Hello, my name is Ada."})
     assert first.status == 200
-    assert [e.event for e in first.events][0] == "connected"
+    assert first.events[0].event == "connected"
     assert first.last.event == "completed", first.raw[-500:]
     text = "".join(e.data["content"] for e in first.of("message"))
     assert text.strip()
