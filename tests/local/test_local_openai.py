@@ -76,6 +76,7 @@ def test_openai_client_against_v1_backed_by_the_model(
 @pytest.fixture
 def llama_cpp_server(model_path: Path, tmp_path: Path) -> Iterator[str]:
     """`python -m llama_cpp.server` on the same GGUF, on a free port; its `/v1` URL."""
+    pytest.importorskip("chatbot_sse.engines.openai", reason="the openai engine has not landed")
     pytest.importorskip("llama_cpp.server", reason="needs llama-cpp-python[server]")
     port = free_port()
     log_path = tmp_path / "llama_cpp_server.log"
@@ -113,7 +114,6 @@ def llama_cpp_server(model_path: Path, tmp_path: Path) -> Iterator[str]:
 def test_chained_in_front_of_llama_cpp_server(
     start_server: StartServer, llama_cpp_server: str
 ) -> None:
-    pytest.importorskip("chatbot_sse.engines.openai", reason="the openai engine has not landed")
     server = start_server(
         ENGINE="openai",
         OPENAI_BASE_URL=llama_cpp_server,
