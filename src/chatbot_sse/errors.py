@@ -11,7 +11,14 @@
     ├── StoreUnavailable              store_unavailable 503 yes
     └── EngineError                   engine_error     502  yes
         ├── EngineTimeout             engine_timeout   504  yes
-        └── EngineBusy                engine_busy      503  yes (with Retry-After)
+        │   └── UpstreamTimeout       upstream_timeout 504  yes (connect, first token, idle)
+        ├── EngineBusy                engine_busy      503  yes (with Retry-After)
+        └── UpstreamError             upstream_error   502  429/5xx/unreachable yes, other 4xx no
+            └── UpstreamProtocolError upstream_protocol_error 502 closed early yes, garbage no
+
+The `Upstream*` errors come from `ENGINE=openai`: the model server behind us
+failed, not this server. `retryable` is set per instance where it depends on
+what the upstream did. `EngineBusy` comes from `ENGINE=local` when its queue is full.
 
 Errors are translated in exactly one place (`api.errors`): into an HTTP status
 and JSON body before a stream starts, into an `event: error` after it has.
@@ -82,6 +89,29 @@ class EngineError(ChatError):
 class EngineTimeout(EngineError):
     code = "engine_timeout"
     status_code = 504
+
+
+class UpstreamTimeout(EngineTimeout):
+    """The upstream model server did not connect, start or continue its reply in time."""
+
+    code = "upstream_timeout"
+
+
+class UpstreamError(EngineError):
+    """The upstream model server answered with an error status, or could not be reached."""
+
+    code = "upstream_error"
+
+    def __init__(self, message: str, *, status: int | None = None, retryable: bool = True) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retryable = retryable
+
+
+class UpstreamProtocolError(UpstreamError):
+    """The upstream's reply was not a well-formed chat-completions stream, or ended early."""
+
+    code = "upstream_protocol_error"
 
 
 class EngineBusy(EngineError):

@@ -10,7 +10,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 
 from chatbot_sse import __version__
-from chatbot_sse.api import chat, conversations, health, pages, resume
+from chatbot_sse.api import chat, conversations, health, openai_compat, pages, resume
 from chatbot_sse.api.errors import install_error_handlers
 from chatbot_sse.config import Settings
 from chatbot_sse.lifespan import make_lifespan
@@ -38,6 +38,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(resume.router)
     app.include_router(health.router)
     app.include_router(pages.router)
+    app.include_router(openai_compat.router)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -133,7 +133,8 @@ class TurnService:
             context = await self.store.history(turn.conversation_id, limit=self.max_history)
             seq = 0
             result = StreamResult()
-            async with contextlib.aclosing(self._open(turn, context, result)) as chunks:
+            chunks_of = open_stream(self.engine, context, result, turn.reservation)
+            async with contextlib.aclosing(chunks_of) as chunks:
                 async for chunk in chunks:
                     if not chunk:
                         continue
@@ -201,13 +202,6 @@ class TurnService:
                 duration_s=round(now - started, 4),
                 ttft_s=None if ttft is None else round(ttft, 4),
             )
-
-    def _open(
-        self, turn: Turn, context: Sequence[Message], result: StreamResult
-    ) -> AsyncGenerator[str, None]:
-        if turn.reservation is not None:
-            return turn.reservation.stream(context, result)
-        return open_stream(self.engine, context, result)
 
     async def _fail(
         self,

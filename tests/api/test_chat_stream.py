@@ -106,6 +106,7 @@ def test_history_holds_every_turn_oldest_first(
     assert all(m["status"] == "complete" for m in messages)
     assert all(m["created_at"].endswith("+00:00") for m in messages)
     assert messages == sorted(messages, key=lambda m: m["created_at"])
+    assert [m["id"] for m in messages] == sorted(m["id"] for m in messages)
 
 
 def test_engine_context_is_the_last_max_history_length_messages(

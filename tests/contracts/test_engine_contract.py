@@ -15,20 +15,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib.util
+import inspect
 import sys
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fault_upstream import FaultUpstream
 
 from chatbot_sse.config import Settings
 from chatbot_sse.domain import Message, Role
 from chatbot_sse.engines import BUILTIN_ENGINES, Engine, create_engine
+from chatbot_sse.engines.base import StreamResult, open_stream
 
 EngineFactory = Callable[[bool], Engine]
 
-ENGINES = ["simulated", "local"]
+ENGINES = ["simulated", "openai", "local"]
 
 
 def make_settings(**values: Any) -> Settings:
@@ -61,6 +64,29 @@ def local_engine_factory() -> EngineFactory:
             local_max_tokens=48 if paced else 24,
             local_context_size=1024,
             local_queue_size=16,
+        )
+        return create_engine(settings)
+
+    return factory
+
+
+@pytest.fixture(scope="module")
+def fault_upstream() -> Iterator[FaultUpstream]:
+    with FaultUpstream() as upstream:
+        yield upstream
+
+
+@pytest.fixture
+def openai_engine_factory(fault_upstream: FaultUpstream) -> EngineFactory:
+    """The openai engine against a real (fault-injecting, here well-behaved) upstream.
+
+    The upstream paces its words when the model name ends in `-paced`.
+    """
+
+    def factory(paced: bool) -> Engine:
+        model = "fault-model-paced" if paced else "fault-model"
+        settings = make_settings(
+            engine="openai", openai_base_url=fault_upstream.url, openai_model=model
         )
         return create_engine(settings)
 
@@ -124,6 +150,19 @@ async def test_stream_yields_text_chunks(engine: Engine) -> None:
     assert chunks
     assert all(isinstance(chunk, str) for chunk in chunks)
     assert "".join(chunks).strip()
+
+
+async def test_fills_a_stream_result_when_it_takes_one(engine: Engine) -> None:
+    """`completed` carries the engine's finish reason and usage when it reports them."""
+    result = StreamResult()
+    chunks = [chunk async for chunk in open_stream(engine, CONTEXT, result)]
+    assert chunks
+    if "result" in inspect.signature(engine.stream).parameters:
+        assert result.finish_reason == "stop"
+        assert result.completion_tokens is None or result.completion_tokens > 0
+        assert result.prompt_tokens is None or result.prompt_tokens > 0
+    else:
+        assert result == StreamResult()
 
 
 async def test_answers_a_single_message(engine: Engine) -> None:

@@ -22,7 +22,7 @@ from chatbot_sse.stores.base import ReplyControl, ReplyEvents, ReplyLog, Store
 
 StoreFactory = Callable[..., Store]
 
-RETENTION = 0.1  # seconds, for the expiry tests
+RETENTION = 0.5  # seconds, for the expiry tests; long enough for a loaded machine
 
 
 def frame(reply_id: str, seq: int, text: str = "chunk") -> bytes:

@@ -123,12 +123,16 @@ async def test_drops_without_resume_support_are_their_own_kind(fake: Fake) -> No
 
 
 async def test_slow_reader_still_gets_every_byte(fake: Fake) -> None:
-    _, url = fake(chunks=5)
+    # The reply is spread over 50 ms, so it takes at least two reads; the slow reader
+    # pauses 100 ms after each read, a normal one not at all.
+    _, url = fake(chunks=5, chunk_delay=0.01)
+    _, normal = await run(url, requests=4, concurrency=4)
     _, s = await run(
-        url, requests=4, concurrency=4, stream={"slow_reader": True, "read_pause": 0.05}
+        url, requests=4, concurrency=4, stream={"slow_reader": True, "read_pause": 0.1}
     )
     assert s["requests_completed"] == 4
-    assert s["e2e_s"]["p50"] >= 0.05  # at least one pause between connected and the rest
+    assert s["e2e_s"]["p50"] >= 0.1
+    assert s["e2e_s"]["p50"] > normal["e2e_s"]["p50"] + 0.03
 
 
 async def test_open_loop_rate_and_duration(fake: Fake) -> None:

@@ -16,10 +16,13 @@ from structlog.testing import capture_logs
 
 from chatbot_sse.domain import Message, Role
 from chatbot_sse.engines.base import Reservation, StreamResult
-from chatbot_sse.engines.local import LocalEngine, LocalOptions
 from chatbot_sse.errors import EngineBusy
 from chatbot_sse.observability.metrics import Metrics
 from localsupport import require_local_extra
+
+require_local_extra(module=True)
+
+from chatbot_sse.engines.local import LocalEngine, LocalOptions  # noqa: E402 - needs the extra
 
 pytestmark = pytest.mark.local_model
 

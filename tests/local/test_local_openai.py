@@ -139,3 +139,27 @@ def test_chained_in_front_of_llama_cpp_server(
     assert second.last.data["content"].strip()
     # The upstream was sent both turns: its prompt count grew by more than the new question.
     assert second.last.data["usage"]["prompt_tokens"] > done["usage"]["prompt_tokens"] + 10
+
+
+def test_v1_is_a_503_with_retry_after_when_the_model_is_busy(
+    start_server: StartServer, model_path: Path
+) -> None:
+    pytest.importorskip("chatbot_sse.api.openai_compat", reason="the /v1 API has not landed")
+    server = start_server(
+        ENGINE="local", LOCAL_TEMPERATURE="0", LOCAL_MAX_TOKENS="300", LOCAL_QUEUE_SIZE="0"
+    )
+    story = {"message": "Tell me a long story about a dragon who learns to bake bread."}
+    with httpx.stream("POST", server.url + "/chat", json=story, timeout=60) as busy:
+        lines = busy.iter_lines()
+        while not next(lines).startswith("event: message"):
+            pass  # the model is generating now
+        body = {"model": MODEL_ID, "messages": [{"role": "user", "content": "Hi"}]}
+        refused = httpx.post(server.url + "/v1/chat/completions", json=body, timeout=10)
+        streamed = httpx.post(
+            server.url + "/v1/chat/completions", json={**body, "stream": True}, timeout=10
+        )
+    for response in (refused, streamed):
+        assert response.status_code == 503
+        assert int(response.headers["retry-after"]) >= 1
+        assert response.json()["error"]["code"] == "engine_busy"
+        assert response.json()["error"]["type"] == "server_error"

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Request
 
 from chatbot_sse import sse
 from chatbot_sse.api.body import parse_chat_request
-from chatbot_sse.api.streaming import EventStreamResponse, LiveSource
+from chatbot_sse.api.streaming import EventStreamResponse, hub_source
 from chatbot_sse.config import Settings
 from chatbot_sse.replies import Generate, ReplyHub
 from chatbot_sse.turns import Turn, TurnEvent, TurnService
@@ -88,7 +88,7 @@ async def chat(request: Request) -> EventStreamResponse:
         turn.conversation_id, turn.reply_id, encoded_turn(service, turn, settings.sse_retry_ms)
     )
     return EventStreamResponse(
-        LiveSource(hub, live),
+        hub_source(hub, live),
         keepalive=settings.keepalive_seconds,
         metrics=state.metrics,
         headers={"X-Conversation-Id": turn.conversation_id},

@@ -19,7 +19,7 @@ from starlette.responses import JSONResponse, Response
 
 from chatbot_sse import sse
 from chatbot_sse.api.conversations import require_conversation
-from chatbot_sse.api.streaming import EventStreamResponse, FrameSource, LiveSource, LogSource
+from chatbot_sse.api.streaming import EventStreamResponse, FrameSource, LogSource, hub_source
 from chatbot_sse.config import Settings
 from chatbot_sse.errors import InvalidInput, NotFound
 from chatbot_sse.observability.metrics import Metrics
@@ -80,7 +80,7 @@ async def resume(
             hub.detach(live)
             return Response(status_code=204)
         metrics.resumed("live", max(0, len(live.frames) - after_seq - 1))
-        source = LiveSource(hub, live, after_seq + 1)
+        source = hub_source(hub, live, after_seq + 1)
     else:
         if live is not None:
             hub.detach(live)

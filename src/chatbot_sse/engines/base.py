@@ -59,9 +59,17 @@ class Engine(Protocol):
 
 
 def open_stream(
-    engine: Engine, context: Sequence[Message], result: StreamResult
+    engine: Engine,
+    context: Sequence[Message],
+    result: StreamResult,
+    reservation: Reservation | None = None,
 ) -> AsyncGenerator[str, None]:
-    """`engine.stream(context, result)`, or `engine.stream(context)` for an engine without it."""
+    """`engine.stream(context, result)`, or `engine.stream(context)` for an engine without it.
+
+    With a `reservation` (see `reserve`), the reply takes the queue place held for it.
+    """
+    if reservation is not None:
+        return reservation.stream(context, result)
     if "result" in inspect.signature(engine.stream).parameters:
         return engine.stream(context, result)
     return engine.stream(context)

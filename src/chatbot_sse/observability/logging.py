@@ -64,3 +64,6 @@ def configure_logging(level: str, debug: bool) -> None:
     for name in ("uvicorn", "uvicorn.error", "gunicorn.error"):
         logging.getLogger(name).handlers[:] = []
         logging.getLogger(name).propagate = True
+    # httpx logs each upstream request (ENGINE=openai) at INFO: a line per reply, on the hot path.
+    quiet = root.level > logging.DEBUG
+    logging.getLogger("httpx").setLevel(logging.WARNING if quiet else logging.NOTSET)

@@ -122,6 +122,19 @@ class Metrics:
             "Time spent waiting for slow clients to take stream data.",
             registry=r,
         )
+        self.upstream_requests = Counter(
+            "chatbot_sse_upstream_requests",
+            "Requests to the upstream model server (ENGINE=openai), retries included, "
+            "by outcome: ok or the error code.",
+            ["outcome"],
+            registry=r,
+        )
+        self.upstream_first_token = Histogram(
+            "chatbot_sse_upstream_first_token_seconds",
+            "From sending a request upstream to its first content token.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
 
     def stream_started(self) -> None:
         self.active_streams.inc()
@@ -164,6 +177,11 @@ class Metrics:
 
     def error(self, code: str) -> None:
         self.errors.labels(code).inc()
+
+    def upstream_request(self, outcome: str, first_token: float | None = None) -> None:
+        self.upstream_requests.labels(outcome).inc()
+        if first_token is not None:
+            self.upstream_first_token.observe(first_token)
 
     def http_request(self, method: str, route: str, status: int) -> None:
         self.http_requests.labels(method, route, str(status)).inc()

@@ -9,10 +9,10 @@ and `conversation_ttl`, and returns an unopened `Store`; nothing connects until
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Mapping
 from typing import cast
 
+from chatbot_sse.plugins import load_factory
 from chatbot_sse.stores.base import Store
 
 __all__ = ["BUILTIN_STORES", "Store", "create_store"]
@@ -46,14 +46,7 @@ def create_store(
     if not sep or scheme not in registry:
         known = ", ".join(f"{name}://" for name in sorted(registry))
         raise ValueError(f"unsupported store URL {url!r}; use one of: {known}")
-    module_name, _, factory_name = registry[scheme].partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and (module_name + ".").startswith(exc.name + "."):
-            raise ValueError(f"store backend {scheme!r} is not available yet") from exc
-        raise ValueError(
-            f"store backend {scheme!r} needs the package {exc.name!r}, which is not installed"
-        ) from exc
-    factory = cast("Callable[..., Store]", getattr(module, factory_name))
+    factory = cast(
+        "Callable[..., Store]", load_factory(registry[scheme], f"store backend {scheme!r}")
+    )
     return factory(url, event_retention=event_retention, conversation_ttl=conversation_ttl)

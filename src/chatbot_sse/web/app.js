@@ -1,0 +1,352 @@
+/**
+ * The chat page: wires the composer, the transcript, the conversation list, the theme and
+ * the connection indicator to the stream client.
+ *
+ * One turn at a time per tab. Stop (button or Esc) aborts the fetch and asks the server to
+ * cancel the reply; switching conversation only stops reading a running turn (the server may
+ * finish it, and the history will show it). The tab's active conversation survives a reload
+ * (sessionStorage) and its messages are reloaded from the server's history.
+ */
+
+import { ChatError, cancelReply, fetchHistory, followReply, isAbort, streamTurn } from "./client.js";
+import {
+  activeConversation,
+  getConversation,
+  onChange,
+  removeConversation,
+  setActiveConversation,
+  touchConversation,
+} from "./conversations.js";
+import { renderList as drawList } from "./conversation-list.js";
+import { addAssistantMessage, addUserMessage, clearMessages, isEmpty, scrollToEnd } from "./messages.js";
+import {
+  announce,
+  autosize,
+  closeSidebar,
+  hideNotice,
+  setBusy,
+  setConnection,
+  showNotice,
+  sidebarIsOpen,
+  ui,
+} from "./ui.js";
+
+/** @typedef {keyof typeof import("./ui.js").CONNECTION_LABELS} ConnectionState */
+
+const state = {
+  /** @type {string | null} */ conversationId: activeConversation(),
+  /** @type {AbortController | null} */ turn: null,
+  /** the conversation of the running turn, once the server has named it */
+  /** @type {string | null} */ turnConversation: null,
+  /** @type {AbortController | null} */ loading: null,
+  /** when this tab last saw its conversation's messages (ms), to notice other tabs' turns */
+  syncedAt: 0,
+};
+
+/** Redraw the conversation list around this tab's conversation. */
+function renderList() {
+  drawList(state.conversationId, {
+    open: (id) => {
+      closeSidebar(false);
+      if (id !== state.conversationId) void openConversation(id);
+      ui.input.focus();
+    },
+    remove: (id) => {
+      removeConversation(id);
+      if (id === state.conversationId) newChat();
+      renderList();
+      ui.newChat.focus();
+    },
+  });
+}
+
+// Another tab changed the list: redraw it, and reload our conversation if that tab added to it.
+onChange(() => {
+  renderList();
+  const rec = state.conversationId ? getConversation(state.conversationId) : null;
+  if (rec && rec.updatedAt > state.syncedAt && !state.turn) void openConversation(rec.id, true);
+});
+
+// ---- conversations -----------------------------------------------------------------------
+
+/** Leave the running turn: the page stops reading it, the server may finish it. */
+function leaveTurn() {
+  state.turn?.abort();
+}
+
+/** Stop the running turn: stop reading it and ask the server to stop writing it. */
+function stopTurn() {
+  if (!state.turn) return;
+  state.turn.abort();
+  if (state.turnConversation) void cancelReply(state.turnConversation);
+}
+
+function newChat() {
+  leaveTurn();
+  state.loading?.abort();
+  state.conversationId = null;
+  setActiveConversation(null);
+  clearMessages();
+  hideNotice();
+  ui.welcome.hidden = false;
+  setConnection("idle");
+  renderList();
+}
+
+/**
+ * Show a stored conversation, its messages from the server's history.
+ * @param {string} id
+ * @param {boolean} [quiet] a refresh prompted by another tab: keep the scroll position
+ */
+async function openConversation(id, quiet = false) {
+  if (!quiet) leaveTurn();
+  state.loading?.abort();
+  const loading = new AbortController();
+  state.loading = loading;
+  state.conversationId = id;
+  setActiveConversation(id);
+  renderList();
+  if (!quiet) {
+    hideNotice();
+    clearMessages();
+    ui.welcome.hidden = true;
+  }
+  setConnection("loading");
+  const startedAt = Date.now();
+  try {
+    const messages = await fetchHistory(id, loading.signal);
+    if (loading.signal.aborted) return;
+    clearMessages();
+    for (const m of messages) {
+      if (m.role === "user") addUserMessage(m.content);
+      else if (m.role === "assistant") {
+        const status = m.status ?? "complete";
+        addAssistantMessage({ content: m.content, messageId: m.id, state: status === "complete" ? "done" : status });
+      }
+    }
+    ui.welcome.hidden = !isEmpty();
+    state.syncedAt = startedAt;
+    setConnection("idle");
+    if (!quiet) scrollToEnd(true);
+    // Reloaded while a reply was being written: it is not stored yet, so follow it live.
+    if (!quiet && messages.at(-1)?.role === "user") {
+      void follow(id, new Set(messages.map((m) => m.id)), loading);
+    }
+  } catch (err) {
+    if (isAbort(err) || loading.signal.aborted) return;
+    if (err instanceof ChatError && err.status === 404) {
+      removeConversation(id);
+      newChat();
+      showNotice("That conversation is no longer on the server, so it was removed from the list.");
+      return;
+    }
+    setConnection("error");
+    const message = err instanceof ChatError ? err.message : "The conversation could not be loaded.";
+    showNotice(`Couldn't load this conversation. ${message}`, {
+      label: "Try again",
+      run: () => void openConversation(id),
+    });
+  } finally {
+    if (state.loading === loading) state.loading = null;
+  }
+}
+
+// ---- a turn ------------------------------------------------------------------------------
+
+/**
+ * Show a reply the server is still writing for this conversation (after a reload mid-reply).
+ * Quietly does nothing when there is none, or the server cannot stream it again.
+ * @param {string} conversationId
+ * @param {Set<string>} known ids of the messages already shown
+ * @param {AbortController} loading the history load this belongs to
+ */
+async function follow(conversationId, known, loading) {
+  if (state.turn || loading.signal.aborted || state.conversationId !== conversationId) return;
+  const turn = new AbortController();
+  state.turn = turn;
+  state.turnConversation = conversationId;
+  setBusy(true);
+  /** @type {ReturnType<typeof addAssistantMessage> | null} */
+  let reply = null;
+  try {
+    const result = await followReply(
+      { conversationId, signal: turn.signal },
+      {
+        onConnected: ({ messageId }) => {
+          if (known.has(messageId)) return turn.abort(); // an old reply, already shown
+          reply = addAssistantMessage({ messageId });
+          ui.welcome.hidden = true;
+          announce("The assistant is replying.");
+        },
+        onChunk: (_chunk, content) => reply?.setContent(content),
+        onState: (name) => reply && setConnection(name),
+      },
+    );
+    if (result && reply) {
+      reply.setContent(result.content);
+      reply.finish("done");
+      announce("Reply finished.");
+    }
+  } catch (err) {
+    if (reply && isAbort(err)) reply.finish("stopped");
+    else if (reply && err instanceof ChatError) {
+      if (err.partial) reply.setContent(err.partial);
+      reply.fail("Reply failed.", err.message, null);
+    }
+  } finally {
+    if (state.turn === turn) {
+      state.turn = null;
+      state.turnConversation = null;
+      setBusy(false);
+      if (!state.loading) setConnection("idle");
+    }
+  }
+}
+
+/**
+ * Send a message and stream the reply into the transcript.
+ * @param {string} text
+ */
+async function send(text) {
+  if (state.turn) return;
+  state.loading?.abort();
+  hideNotice();
+  ui.welcome.hidden = true;
+  const userItem = addUserMessage(text);
+  const reply = addAssistantMessage();
+  const turn = new AbortController();
+  state.turn = turn;
+  state.turnConversation = state.conversationId;
+  setBusy(true);
+  announce("Sent. The assistant is replying.");
+  const retry = () => {
+    if (state.turn) return; // one turn at a time; the button stays for later
+    userItem.remove();
+    reply.item.remove();
+    void send(text);
+  };
+  let connection = /** @type {ConnectionState} */ ("idle");
+  try {
+    const result = await streamTurn(
+      { message: text, conversationId: state.conversationId, signal: turn.signal },
+      {
+        onConnected: ({ conversationId, messageId }) => {
+          if (turn.signal.aborted) return;
+          state.turnConversation = conversationId;
+          state.conversationId = conversationId;
+          setActiveConversation(conversationId);
+          reply.setMessageId(messageId);
+          touchConversation(conversationId, text);
+          state.syncedAt = Date.now();
+          renderList();
+        },
+        onChunk: (_chunk, content) => reply.setContent(content),
+        onState: (name) => setConnection(name),
+      },
+    );
+    reply.setContent(result.content);
+    reply.finish("done");
+    if (!turn.signal.aborted && result.conversationId === state.conversationId) {
+      touchConversation(result.conversationId, text);
+      state.syncedAt = Date.now();
+      renderList();
+    }
+    announce("Reply finished.");
+  } catch (err) {
+    if (isAbort(err)) {
+      reply.finish("stopped");
+      announce("Reply stopped.");
+    } else if (err instanceof ChatError) {
+      connection = failTurn(err, text, userItem, reply, retry);
+    } else {
+      connection = "error";
+      reply.fail("Reply failed.", `Something went wrong in the page: ${String(err)}`, retry);
+    }
+  } finally {
+    if (state.turn === turn) {
+      state.turn = null;
+      state.turnConversation = null;
+      setBusy(false);
+      if (!state.loading) setConnection(connection); // else a conversation is loading: say so
+      if (!document.activeElement || document.activeElement === document.body) ui.input.focus();
+    }
+  }
+}
+
+/**
+ * Show why a turn failed; returns the connection state to show afterwards.
+ * @param {ChatError} err
+ * @param {string} text
+ * @param {HTMLLIElement} userItem
+ * @param {ReturnType<typeof addAssistantMessage>} reply
+ * @param {() => void} retry
+ * @returns {ConnectionState}
+ */
+function failTurn(err, text, userItem, reply, retry) {
+  announce(`The reply failed: ${err.message}`);
+  if (err.partial) reply.setContent(err.partial);
+  if (err.status === 404) {
+    // The server no longer knows this conversation: offer to carry on in a new one.
+    if (state.conversationId) removeConversation(state.conversationId);
+    reply.fail("Not sent.", `${err.message} Retry to send it in a new conversation.`, () => {
+      state.conversationId = null;
+      setActiveConversation(null);
+      renderList();
+      retry();
+    });
+    return "idle";
+  }
+  if (err.status >= 400 && err.status < 500 && !err.retryable) {
+    // Rejected before any reply (too long, invalid): give the text back to edit.
+    userItem.dataset.state = "rejected";
+    reply.fail("Not sent.", err.message, null);
+    if (!ui.input.value) {
+      ui.input.value = text;
+      autosize();
+    }
+    return "idle";
+  }
+  reply.fail("Reply failed.", err.message, err.retryable ? retry : null);
+  return err.code === "network_error" || err.code === "connection_lost" ? "error" : "idle";
+}
+
+// ---- composer ----------------------------------------------------------------------------
+
+ui.input.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing && event.keyCode !== 229) {
+    event.preventDefault();
+    ui.composer.requestSubmit();
+  }
+});
+ui.composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const text = ui.input.value.trim();
+  if (!text || state.turn) return;
+  ui.input.value = "";
+  autosize();
+  void send(text);
+});
+ui.stop.addEventListener("click", () => {
+  stopTurn();
+  ui.input.focus();
+});
+ui.newChat.addEventListener("click", () => {
+  newChat();
+  closeSidebar(false);
+  ui.input.focus();
+});
+for (const suggestion of document.querySelectorAll(".suggestion")) {
+  suggestion.addEventListener("click", () => void send(suggestion.textContent ?? ""));
+}
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Escape") return;
+  if (sidebarIsOpen()) closeSidebar(true);
+  else if (state.turn) stopTurn();
+});
+
+// ---- start -------------------------------------------------------------------------------
+
+renderList();
+if (state.conversationId) void openConversation(state.conversationId);
+else setConnection("idle");
+document.documentElement.dataset.ready = "true";
