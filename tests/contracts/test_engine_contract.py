@@ -158,7 +158,7 @@ async def test_fills_a_stream_result_when_it_takes_one(engine: Engine) -> None:
     chunks = [chunk async for chunk in open_stream(engine, CONTEXT, result)]
     assert chunks
     if "result" in inspect.signature(engine.stream).parameters:
-        assert result.finish_reason == "stop"
+        assert result.finish_reason in {"stop", "length"}  # a real model may hit its max tokens
         assert result.completion_tokens is None or result.completion_tokens > 0
         assert result.prompt_tokens is None or result.prompt_tokens > 0
     else:
