@@ -116,6 +116,7 @@ def test_resume_by_query_parameter_and_from_the_start(
     stream = chat(server.url, data={"message": "Tell me a story"})
     cid = stream.events[0].data["conversation_id"]
     whole = resume(server, cid, None)  # no id: the latest reply from its start
+    assert whole.raw.count(b"retry:") == 1  # frame 0 carries it; no second copy
     assert [e.id for e in whole.events] == [e.id for e in stream.events]
     assert whole.events[-1].data == stream.events[-1].data
     tail = resume(server, cid, None, params={"last_event_id": stream.events[4].id})

@@ -96,7 +96,8 @@ async def resume(
         keepalive=settings.keepalive_seconds,
         metrics=metrics,
         headers={"X-Conversation-Id": conversation_id},
-        prefix=sse.retry_field(settings.sse_retry_ms) + b"\n",
+        # Frame 0 carries `retry:` itself; a resume past it gets the advice up front.
+        prefix=sse.retry_field(settings.sse_retry_ms) + b"\n" if after_seq >= 0 else b"",
     )
 
 

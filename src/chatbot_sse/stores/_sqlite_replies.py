@@ -6,10 +6,11 @@ decided by the `KEPT` predicate at every read, so a reply is gone the moment
 its retention ends; the rows themselves are deleted lazily by `prune`, which
 `append` runs every `PRUNE_EVERY` calls.
 
-The log is a replay cache, not conversation data: its writes commit with
-`synchronous = NORMAL` (no fsync; in WAL mode still atomic and never corrupt),
-so a busy reply costs a write() per batch instead of an fsync. The next
-`synchronous = FULL` commit (a message) fsyncs the WAL, the log's frames with it.
+The writers here run inside the store's group commit (`_sqlite_batch`): the log
+is a replay cache, not conversation data, so a batch of log writes alone commits
+with `synchronous = NORMAL` (no fsync; in WAL mode still atomic and never
+corrupt). The next `synchronous = FULL` commit (a message) fsyncs the WAL, the
+log's frames with it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 
 from chatbot_sse.stores._retention import ABANDONED_AFTER
-from chatbot_sse.stores._sqlite_sql import write
 from chatbot_sse.stores.base import ReplyControl, ReplyEvents
 
 __all__ = ["append", "control", "latest", "prune", "read", "set_cancel", "set_reader"]
@@ -34,17 +34,6 @@ SELECT_REPLY = (
 
 def _limits(now: float, retention: float) -> tuple[float, float]:
     return now - ABANDONED_AFTER, now - retention
-
-
-@contextlib.contextmanager
-def _ephemeral_write(conn: sqlite3.Connection) -> Iterator[None]:
-    """A write transaction committed without fsync (see the module docstring)."""
-    conn.execute("PRAGMA synchronous = NORMAL")
-    try:
-        with write(conn):
-            yield
-    finally:
-        conn.execute("PRAGMA synchronous = FULL")
 
 
 @contextlib.contextmanager
@@ -78,35 +67,34 @@ def append(
     *,
     sweep: bool = False,
 ) -> None:
-    """Add the events with a seq above the last one kept; one transaction."""
-    with _ephemeral_write(conn):
-        if sweep:
-            prune(conn, now, retention)
-        row = conn.execute(SELECT_REPLY, (*_limits(now, retention), *keys)).fetchone()
-        if row is not None and not row[3]:  # expired but not pruned yet: start afresh
-            conn.execute("DELETE FROM reply_events WHERE reply = ?", (row[0],))
-            conn.execute("DELETE FROM replies WHERE id = ?", (row[0],))
-            row = None
-        if row is None:
-            cursor = conn.execute(
-                "INSERT INTO replies (conversation_id, reply_id, updated_at) VALUES (?, ?, ?)",
-                (*keys, now),
-            )
-            reply, last_seq, finished_at = cursor.lastrowid, -1, None
-        else:
-            reply, last_seq, finished_at, _ = row
-        if finished_at is not None:
-            return
-        fresh = []
-        for seq, frame in events:
-            if seq > last_seq:
-                fresh.append((reply, seq, frame))
-                last_seq = seq
-        conn.executemany("INSERT INTO reply_events (reply, seq, frame) VALUES (?, ?, ?)", fresh)
-        conn.execute(
-            "UPDATE replies SET last_seq = ?, updated_at = ?, finished_at = ? WHERE id = ?",
-            (last_seq, now, now if finished else None, reply),
+    """Add the events with a seq above the last one kept (inside the caller's transaction)."""
+    if sweep:
+        prune(conn, now, retention)
+    row = conn.execute(SELECT_REPLY, (*_limits(now, retention), *keys)).fetchone()
+    if row is not None and not row[3]:  # expired but not pruned yet: start afresh
+        conn.execute("DELETE FROM reply_events WHERE reply = ?", (row[0],))
+        conn.execute("DELETE FROM replies WHERE id = ?", (row[0],))
+        row = None
+    if row is None:
+        cursor = conn.execute(
+            "INSERT INTO replies (conversation_id, reply_id, updated_at) VALUES (?, ?, ?)",
+            (*keys, now),
         )
+        reply, last_seq, finished_at = cursor.lastrowid, -1, None
+    else:
+        reply, last_seq, finished_at, _ = row
+    if finished_at is not None:
+        return
+    fresh = []
+    for seq, frame in events:
+        if seq > last_seq:
+            fresh.append((reply, seq, frame))
+            last_seq = seq
+    conn.executemany("INSERT INTO reply_events (reply, seq, frame) VALUES (?, ?, ?)", fresh)
+    conn.execute(
+        "UPDATE replies SET last_seq = ?, updated_at = ?, finished_at = ? WHERE id = ?",
+        (last_seq, now, now if finished else None, reply),
+    )
 
 
 def read(
@@ -136,19 +124,17 @@ def latest(
 
 
 def set_cancel(conn: sqlite3.Connection, keys: tuple[str, str]) -> None:
-    with _ephemeral_write(conn):
-        conn.execute(
-            "UPDATE replies SET cancel_requested = 1 WHERE conversation_id = ? AND reply_id = ?",
-            keys,
-        )
+    conn.execute(
+        "UPDATE replies SET cancel_requested = 1 WHERE conversation_id = ? AND reply_id = ?",
+        keys,
+    )
 
 
 def set_reader(conn: sqlite3.Connection, keys: tuple[str, str], now: float) -> None:
-    with _ephemeral_write(conn):
-        conn.execute(
-            "UPDATE replies SET reader_seen_at = ? WHERE conversation_id = ? AND reply_id = ?",
-            (now, *keys),
-        )
+    conn.execute(
+        "UPDATE replies SET reader_seen_at = ? WHERE conversation_id = ? AND reply_id = ?",
+        (now, *keys),
+    )
 
 
 def control(

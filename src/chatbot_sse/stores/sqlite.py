@@ -50,6 +50,7 @@ from chatbot_sse.domain import Conversation, Message
 from chatbot_sse.errors import ConversationNotFound, StoreUnavailable
 from chatbot_sse.stores import _sqlite_replies as replies
 from chatbot_sse.stores._retention import PRUNE_EVERY, check_retention
+from chatbot_sse.stores._sqlite_batch import GroupCommit
 from chatbot_sse.stores._sqlite_sql import (
     INSERT_MESSAGE,
     SCHEMA_VERSION,
@@ -58,7 +59,6 @@ from chatbot_sse.stores._sqlite_sql import (
     message_from_row,
     message_params,
     prepare,
-    write,
 )
 from chatbot_sse.stores.base import ReplyControl, ReplyEvents
 
@@ -94,6 +94,22 @@ class SQLiteStore:
         self._closed = False
         self._appends = 0
         self._changed: asyncio.Event | None = None  # set (and replaced) at each local append
+        self._writes = GroupCommit(self._connection)
+
+    def _connection(self) -> sqlite3.Connection:
+        if self._conn is None:  # open() failed, but writes were queued behind it
+            raise StoreUnavailable(f"SQLite store {self.path} is not open")
+        return self._conn
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool) -> T:
+        """Run `fn(connection)` in the next group commit; driver errors become StoreUnavailable."""
+        if self._executor is None:
+            state = "closed" if self._closed else "not open"
+            raise StoreUnavailable(f"SQLite store {self.path} is {state}")
+        try:
+            return await self._writes.submit(self._executor, fn, durable)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(connection)` on the store's thread; driver errors become StoreUnavailable."""
@@ -148,6 +164,8 @@ class SQLiteStore:
         self._wake()  # waiting readers find the store closed
         if executor is None:
             return
+        if self._writes.outstanding:  # writes accepted before close are committed first
+            await asyncio.wait(set(self._writes.outstanding))
         try:
             await asyncio.get_running_loop().run_in_executor(executor, self._disconnect)
         except sqlite3.Error as exc:
@@ -169,16 +187,15 @@ class SQLiteStore:
 
     async def create_conversation(self, conversation_id: str, created_at: float) -> Conversation:
         def insert(conn: sqlite3.Connection) -> None:
-            with write(conn):
-                try:
-                    conn.execute(
-                        "INSERT INTO conversations (id, created_at) VALUES (?, ?)",
-                        (conversation_id, created_at),
-                    )
-                except sqlite3.IntegrityError as exc:
-                    raise ValueError(f"conversation {conversation_id!r} already exists") from exc
+            try:
+                conn.execute(
+                    "INSERT INTO conversations (id, created_at) VALUES (?, ?)",
+                    (conversation_id, created_at),
+                )
+            except sqlite3.IntegrityError as exc:
+                raise ValueError(f"conversation {conversation_id!r} already exists") from exc
 
-        await self._run(insert)
+        await self._write(insert, durable=True)
         return Conversation(conversation_id, created_at)
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
@@ -194,17 +211,16 @@ class SQLiteStore:
         params = message_params(message)
 
         def insert(conn: sqlite3.Connection) -> None:
-            with write(conn):
-                try:
-                    conn.execute(INSERT_MESSAGE, params)
-                except sqlite3.IntegrityError as exc:
-                    if exc.sqlite_errorcode == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
-                        raise ConversationNotFound(
-                            f"conversation {message.conversation_id!r} not found"
-                        ) from exc
-                    raise ValueError(f"message {message.id!r} already exists") from exc
+            try:
+                conn.execute(INSERT_MESSAGE, params)
+            except sqlite3.IntegrityError as exc:
+                if exc.sqlite_errorcode == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
+                    raise ConversationNotFound(
+                        f"conversation {message.conversation_id!r} not found"
+                    ) from exc
+                raise ValueError(f"message {message.id!r} already exists") from exc
 
-        await self._run(insert)
+        await self._write(insert, durable=True)
 
     async def history(self, conversation_id: str, limit: int | None = None) -> list[Message]:
         if limit is not None and limit < 0:
@@ -245,10 +261,11 @@ class SQLiteStore:
         self._appends += 1
         sweep = self._appends % PRUNE_EVERY == 0
         keys, retention = (conversation_id, reply_id), self.event_retention
-        await self._run(
+        await self._write(
             lambda conn: replies.append(
                 conn, keys, events, finished, time.time(), retention, sweep=sweep
-            )
+            ),
+            durable=False,
         )
         self._wake()
 
@@ -273,11 +290,13 @@ class SQLiteStore:
         )
 
     async def request_cancel(self, conversation_id: str, reply_id: str) -> None:
-        await self._run(lambda conn: replies.set_cancel(conn, (conversation_id, reply_id)))
+        await self._write(
+            lambda conn: replies.set_cancel(conn, (conversation_id, reply_id)), durable=False
+        )
 
     async def mark_reader(self, conversation_id: str, reply_id: str) -> None:
         keys = (conversation_id, reply_id)
-        await self._run(lambda conn: replies.set_reader(conn, keys, time.time()))
+        await self._write(lambda conn: replies.set_reader(conn, keys, time.time()), durable=False)
 
     async def reply_control(self, conversation_id: str, reply_id: str) -> ReplyControl:
         keys, retention = (conversation_id, reply_id), self.event_retention

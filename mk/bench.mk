@@ -1,0 +1,20 @@
+# Benchmark of issue 8: chatbot-sse against a raw ASGI floor and two SSE frameworks (bench/).
+.PHONY: bench bench-quick bench-install
+
+$(VENV)/.bench-installed: $(VENV)/.dev-installed pyproject.toml
+	$(PY) -m pip install -q -e '.[dev,bench]'
+	touch $@
+
+bench-install: $(VENV)/.bench-installed ## Install the benchmark's peers, psutil, py-spy and wrk
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && apt-get install -y -qq wrk >/dev/null; \
+	  else echo "bench needs wrk: sudo apt-get install -y wrk"; exit 1; fi; }
+
+bench: bench-install ## Full benchmark (~12 min, one server at a time); fails when an issue-8 target is missed
+	$(PY) -m bench.run
+
+bench-quick: bench-install ## Seconds per scenario: proves the harness works; fails only when something is broken
+	$(PY) -m bench.run --quick --out bench/results/quick.json
+
+# The test suite runs the quick benchmark (tests/bench/), so it needs the same tools.
+test test-coverage: bench-install

@@ -1,0 +1,85 @@
+"""`make bench-quick` as a test: every scenario runs and gives sane numbers.
+
+Timing ratios are not asserted (this machine is shared and noisy, and CI has
+no say over that); what is asserted is what would make the benchmark a lie:
+a server that errs, a reply cut short or malformed, a measurement missing.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVERS = {
+    "bare_asgi",
+    "sse_starlette_app",
+    "fastapi_native",
+    "chatbot_sse",
+    "chatbot_sse_gunicorn",
+}
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (make bench-install)")
+    pytest.importorskip("sse_starlette")
+    pytest.importorskip("psutil")
+    out = tmp_path_factory.mktemp("bench") / "quick.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--drivers", "python", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data: dict[str, object] = json.loads(out.read_text())
+    return data
+
+
+def test_every_scenario_ran_without_breakage(results: dict[str, object]) -> None:
+    assert results["mode"] == "quick"
+    assert results["health"] == []
+    servers = results["servers"]
+    assert isinstance(servers, dict)
+    assert set(servers) == SERVERS
+    for name, server in servers.items():
+        assert "error" not in server, (name, server.get("error"))
+
+
+def test_every_reply_complete_with_22_events(results: dict[str, object]) -> None:
+    for name, server in results["servers"].items():  # type: ignore[attr-defined]
+        assert server["verify"]["problems"] == [], name
+        assert server["verify"]["events_per_reply"] == [22], name
+        probe = server["wrk_probe"]["probe"]
+        assert probe["complete"] > 0, name
+        assert probe["incomplete"] == 0, name
+        assert server["python"]["incomplete"] == 0, name
+        paced = server["paced"]
+        assert paced["complete"] == paced["streams"] == 100, name
+
+
+def test_numbers_are_sane(results: dict[str, object]) -> None:
+    for name, server in results["servers"].items():  # type: ignore[attr-defined]
+        assert server["wrk"]["replies_per_s"] > 0, name
+        assert server["wrk"]["non_2xx"] == 0, name
+        assert server["python"]["replies_per_s"] > 0, name
+        probe = server["wrk_probe"]["probe"]
+        assert 0 < probe["connected_s"]["p50"] <= probe["ttft_s"]["p50"] < 30, name
+        paced = server["paced"]
+        assert paced["lateness_s"]["p99"] > -0.05, name
+        assert 10 < paced["rss_peak_mb"] < 4096, name
+    assert {t["target"] for t in results["targets"]}  # type: ignore[attr-defined]
+    machine = results["machine"]
+    assert machine["nproc"] >= 1  # type: ignore[index]
+    assert machine["python"]  # type: ignore[index]

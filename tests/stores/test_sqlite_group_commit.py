@@ -1,0 +1,77 @@
+"""Group commit: concurrent writes share transactions, and one bad write fails alone."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from chatbot_sse.domain import Message, Role, new_conversation_id, new_message_id
+from chatbot_sse.errors import ConversationNotFound
+from chatbot_sse.stores.sqlite import SQLiteStore
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+    store = SQLiteStore(tmp_path / "chat.db")
+    await store.open()
+    yield store
+    await store.close()
+
+
+def message(conversation_id: str, content: str, message_id: str | None = None) -> Message:
+    return Message(message_id or new_message_id(), conversation_id, Role.USER, content, time.time())
+
+
+async def test_concurrent_writes_share_commits(store: SQLiteStore) -> None:
+    statements: list[str] = []
+
+    def trace(conn: sqlite3.Connection) -> None:
+        conn.set_trace_callback(statements.append)
+
+    await store._run(trace)  # observe the store's own connection, on its own thread
+    conversation_id = new_conversation_id()
+    await store.create_conversation(conversation_id, time.time())
+    sent = [message(conversation_id, f"m{i}") for i in range(200)]
+    await asyncio.gather(*(store.append_message(m) for m in sent))
+    commits = sum(1 for s in statements if s == "COMMIT")
+    assert commits < 50  # 200 durable writes, far fewer fsyncs
+    assert await store.history(conversation_id) == sent  # every write, in submission order
+
+
+async def test_a_failing_write_does_not_fail_its_batch(store: SQLiteStore) -> None:
+    conversation_id = new_conversation_id()
+    await store.create_conversation(conversation_id, time.time())
+    first = message(conversation_id, "first")
+    await store.append_message(first)
+    good = [message(conversation_id, f"good {i}") for i in range(5)]
+    duplicate = message(conversation_id, "again", message_id=first.id)
+    orphan = message(new_conversation_id(), "nobody's")
+    results = await asyncio.gather(
+        store.append_message(good[0]),
+        store.append_message(duplicate),
+        store.append_message(good[1]),
+        store.append_message(orphan),
+        *(store.append_message(m) for m in good[2:]),
+        return_exceptions=True,
+    )
+    assert isinstance(results[1], ValueError)
+    assert isinstance(results[3], ConversationNotFound)
+    assert [r for i, r in enumerate(results) if i not in (1, 3)] == [None] * 5
+    assert await store.history(conversation_id) == [first, *good]
+
+
+async def test_log_only_batches_skip_the_fsync_but_messages_do_not(store: SQLiteStore) -> None:
+    statements: list[str] = []
+    await store._run(lambda conn: conn.set_trace_callback(statements.append))
+    conversation_id, reply_id = new_conversation_id(), new_message_id()
+    await store.append_events(conversation_id, reply_id, [(0, b"x")])
+    assert "PRAGMA synchronous = NORMAL" in statements
+    statements.clear()
+    await store.create_conversation(conversation_id, time.time())
+    assert "PRAGMA synchronous = FULL" in statements
+    assert "PRAGMA synchronous = NORMAL" not in statements
