@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -50,10 +51,17 @@ EventSink = Callable[[TurnEvent], Awaitable[None]]
 @dataclass(slots=True, frozen=True)
 class Turn:
     conversation_id: str
-    user_message: Message
+    user_message: Message | None
     reply_id: str
     new_conversation: bool
-    reservation: Reservation | None = None  # the engine's queue place, held since `begin()`
+    context: Sequence[Message] | None = None
+    """Given: a stateless turn (OpenAI's API without a stored conversation) run on exactly
+    these messages; nothing is read from or written to the store."""
+    reservation: Reservation | None = None  # the engine's queue place, held since it began
+
+    @classmethod
+    def stateless(cls, context: Sequence[Message]) -> Turn:
+        return cls("", None, new_message_id(), False, context)
 
 
 _CANCEL_MESSAGES = {
@@ -100,6 +108,10 @@ class TurnService:
                 reservation.release()
             raise
 
+    def begin_stateless(self, context: Sequence[Message]) -> Turn:
+        """A turn on exactly `context`, nothing stored; `EngineBusy` (503) if the engine is full."""
+        return dataclasses.replace(Turn.stateless(context), reservation=reserve(self.engine))
+
     async def _begin(
         self, text: str, conversation_id: str | None, reservation: Reservation | None
     ) -> Turn:
@@ -112,7 +124,7 @@ class TurnService:
             raise ConversationNotFound(f"conversation {conversation_id} does not exist")
         user_message = Message(new_message_id(), conversation_id, Role.USER, text, now)
         await self.store.append_message(user_message)
-        return Turn(conversation_id, user_message, new_message_id(), new, reservation)
+        return Turn(conversation_id, user_message, new_message_id(), new, reservation=reservation)
 
     async def run(self, turn: Turn, emit: EventSink) -> None:
         """Generate the reply, emitting `connected`, `message`…, then `completed` or `error`.
@@ -122,7 +134,8 @@ class TurnService:
         event after the partial reply is stored as failed.
         """
         rid = turn.reply_id
-        base = {"conversation_id": turn.conversation_id, "message_id": rid}
+        stored = turn.context is None
+        base = {"conversation_id": turn.conversation_id, "message_id": rid} if stored else {}
         parts: list[str] = []
         started = time.perf_counter()
         first_chunk_at: float | None = None
@@ -130,7 +143,11 @@ class TurnService:
         self.metrics.stream_started()
         try:
             await emit(TurnEvent("connected", f"{rid}:0", {"type": "connected", **base}))
-            context = await self.store.history(turn.conversation_id, limit=self.max_history)
+            context: Sequence[Message]
+            if turn.context is None:
+                context = await self.store.history(turn.conversation_id, limit=self.max_history)
+            else:
+                context = turn.context
             seq = 0
             result = StreamResult()
             chunks_of = open_stream(self.engine, context, result, turn.reservation)
@@ -233,6 +250,8 @@ class TurnService:
     async def _store_reply(
         self, turn: Turn, content: str, status: MessageStatus, meta: dict[str, Any]
     ) -> None:
+        if turn.context is not None:
+            return  # a stateless turn keeps nothing
         reply = Message(
             turn.reply_id, turn.conversation_id, Role.ASSISTANT, content, time.time(), status, meta
         )

@@ -221,4 +221,4 @@ def test_leaving_a_v1_stream_closes_the_upstream_request(
             if len(contents) == 3:
                 break
     assert fault.wait_for(lambda f: f.disconnects > disconnects, timeout=5)
-    assert metric(front, 'chatbot_sse_streams_total{outcome="disconnected"}') >= 1
+    assert metric(front, 'chatbot_sse_streams_total{outcome="interrupted"}') >= 1

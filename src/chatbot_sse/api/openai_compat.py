@@ -32,10 +32,9 @@ from chatbot_sse.api.openai_body import (
 )
 from chatbot_sse.api.streaming import EventStreamResponse, task_source
 from chatbot_sse.config import Settings
-from chatbot_sse.domain import Message, new_message_id
-from chatbot_sse.engines.base import Engine, reserve
+from chatbot_sse.domain import Message
+from chatbot_sse.engines.base import Engine
 from chatbot_sse.errors import ChatError
-from chatbot_sse.oneshot import run_oneshot
 from chatbot_sse.turns import EventSink, TurnEvent, TurnService
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
@@ -151,29 +150,23 @@ async def _runner(
     request: Request, parsed: CompletionRequest
 ) -> tuple[Runner, str, dict[str, str]]:
     """How to run this turn, its completion id, and the extension fields of its answer."""
-    app = request.app.state
+    service: TurnService = request.app.state.turns
     if parsed.conversation_id is None:
-        reply_id = new_message_id()
         now = time.time()
         context = [
             Message(f"m{index}", "", role, text, now)
             for index, (role, text) in enumerate(parsed.messages)
         ]
-
-        reservation = reserve(app.engine)  # EngineBusy: a 503 before the response starts
-
-        async def stateless(emit: EventSink) -> None:
-            await run_oneshot(app.engine, app.metrics, context, reply_id, emit, reservation)
-
-        return stateless, reply_id, {}
-    service: TurnService = app.turns
-    wanted = None if parsed.conversation_id == NEW_CONVERSATION else parsed.conversation_id
-    turn = await service.begin(parsed.last_user_text.strip(), wanted)
+        turn = service.begin_stateless(context)
+    else:
+        wanted = None if parsed.conversation_id == NEW_CONVERSATION else parsed.conversation_id
+        turn = await service.begin(parsed.last_user_text.strip(), wanted)
 
     async def stored(emit: EventSink) -> None:
         await service.run(turn, emit)
 
-    return stored, turn.reply_id, {"conversation_id": turn.conversation_id}
+    extra = {"conversation_id": turn.conversation_id} if turn.conversation_id else {}
+    return stored, turn.reply_id, extra
 
 
 _REQUEST_SCHEMA: dict[str, Any] = {
