@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EngineName = Literal["simulated", "openai", "local"]
@@ -69,6 +69,27 @@ class Settings(BaseSettings):
 
     prometheus_multiproc_dir: str = ""
 
+    # Hardening (docs/hardening.md). Limits: 0 turns the limit off.
+    api_keys: SecretStr = SecretStr("")  # comma-separated; empty: no keys needed
+    cors_origins: str = ""  # comma-separated exact origins; empty: no CORS headers
+    rate_limit_per_minute: int = Field(default=0, ge=0)  # per key (per client IP without keys)
+    max_streams_per_key: int = Field(default=0, ge=0)  # concurrent, across workers
+    max_streams_per_worker: int = Field(default=0, ge=0)  # concurrent, in one worker
+    max_stream_seconds: float = Field(default=600.0, ge=0)  # a reply is stopped after this
+    stream_backlog_bytes: int = Field(default=1024 * 1024, ge=0)  # a reader further behind: closed
+    idempotency_ttl_seconds: float = Field(default=86_400.0, gt=0)
+    log_content: bool = False  # message content in INFO logs
+
+    def api_key_list(self) -> list[str]:
+        """The configured API keys (blank entries dropped)."""
+        raw = self.api_keys.get_secret_value()
+        return [key.strip() for key in raw.split(",") if key.strip()]
+
+    def cors_origin_list(self) -> list[str]:
+        return [
+            origin.strip().rstrip("/") for origin in self.cors_origins.split(",") if origin.strip()
+        ]
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: object) -> object:
@@ -78,6 +99,16 @@ class Settings(BaseSettings):
     @classmethod
     def _blank_is_unset(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @field_validator("cors_origins")
+    @classmethod
+    def _no_wildcard(cls, value: str) -> str:
+        for origin in (o.strip() for o in value.split(",")):
+            if origin == "*" or ("*" in origin):
+                raise ValueError("CORS_ORIGINS lists exact origins; a wildcard is not allowed")
+            if origin and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"CORS origin {origin!r} must start with http:// or https://")
+        return value
 
     @field_validator("store_url")
     @classmethod

@@ -96,8 +96,11 @@ class Message:
 
 @dataclass(slots=True, frozen=True)
 class Conversation:
+    """`owner`: a hash of the API key that created it ("" when created without keys)."""
+
     id: str
     created_at: float
+    owner: str = ""
 
 
 @dataclass(slots=True)

@@ -1,13 +1,21 @@
 """One exception hierarchy, each error carrying a stable `code` clients can branch on.
 
     ChatError                         code            HTTP  retryable
+    ├── Unauthorized                  unauthorized     401  no   (+ WWW-Authenticate)
     ├── IncompleteBody                incomplete_body  400  no
     ├── InvalidInput                  invalid_input    422  no
     │   └── InvalidConversationId     invalid_conversation_id
     ├── PayloadTooLarge               payload_too_large 413 no
     ├── UnsupportedMediaType          unsupported_media_type 415 no
     ├── NotFound                      not_found        404  no
-    │   └── ConversationNotFound      conversation_not_found
+    │   └── ConversationNotFound      conversation_not_found (also: another key's)
+    ├── Conflict                      conflict         409  no
+    │   ├── IdempotencyKeyReused      idempotency_key_reused   same key, another body
+    │   └── IdempotencyInProgress     idempotency_in_progress  yes (+ Retry-After)
+    ├── LimitExceeded                 limit_exceeded   429  yes  (+ Retry-After)
+    │   ├── RateLimited               rate_limited     requests per minute per key/IP
+    │   └── TooManyStreams            too_many_streams concurrent streams per key/IP
+    ├── ServerBusy                    server_busy      503  yes  (+ Retry-After) streams per worker
     ├── StoreUnavailable              store_unavailable 503 yes
     └── EngineError                   engine_error     502  yes
         ├── EngineTimeout             engine_timeout   504  yes
@@ -15,6 +23,12 @@
         ├── EngineBusy                engine_busy      503  yes (with Retry-After)
         └── UpstreamError             upstream_error   502  429/5xx/unreachable yes, other 4xx no
             └── UpstreamProtocolError upstream_protocol_error 502 closed early yes, garbage no
+
+Codes that only ever end a stream (`event: error`), never an HTTP answer:
+`interrupted`, `cancelled`, `shutdown` and `stream_timeout` (the reply ran
+longer than `MAX_STREAM_SECONDS`), the reasons a generation is cancelled.
+
+`retry_after` (seconds), where set, becomes the `Retry-After` header.
 
 The `Upstream*` errors come from `ENGINE=openai`: the model server behind us
 failed, not this server. `retryable` is set per instance where it depends on
@@ -31,12 +45,26 @@ class ChatError(Exception):
     code: str = "internal_error"
     status_code: int = 500
     retryable: bool = False
+    retry_after: float | None = None
 
     def __init__(self, message: str, *, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         if code is not None:
             self.code = code
+
+
+class Unauthorized(ChatError):
+    """No API key, or one that is not configured (`API_KEYS`). Never says which key."""
+
+    code = "unauthorized"
+    status_code = 401
+
+    def __init__(self, message: str, *, key_given: bool = False) -> None:
+        super().__init__(message)
+        self.challenge = 'Bearer realm="chatbot-sse"' + (
+            ', error="invalid_token"' if key_given else ""
+        )
 
 
 class IncompleteBody(ChatError):
@@ -72,6 +100,54 @@ class NotFound(ChatError):
 
 class ConversationNotFound(NotFound):
     code = "conversation_not_found"
+
+
+class Conflict(ChatError):
+    code = "conflict"
+    status_code = 409
+
+
+class IdempotencyKeyReused(Conflict):
+    """The `Idempotency-Key` was used before with another body."""
+
+    code = "idempotency_key_reused"
+
+
+class IdempotencyInProgress(Conflict):
+    """The first request with this `Idempotency-Key` has not started its reply yet."""
+
+    code = "idempotency_in_progress"
+    retryable = True
+    retry_after = 1.0
+
+
+class LimitExceeded(ChatError):
+    """A per-client limit; `retry_after` says when trying again can succeed."""
+
+    code = "limit_exceeded"
+    status_code = 429
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RateLimited(LimitExceeded):
+    code = "rate_limited"
+
+
+class TooManyStreams(LimitExceeded):
+    code = "too_many_streams"
+
+
+class ServerBusy(ChatError):
+    """This worker holds as many streams as it is allowed (`MAX_STREAMS_PER_WORKER`)."""
+
+    code = "server_busy"
+    status_code = 503
+    retryable = True
+    retry_after = 2.0
 
 
 class StoreUnavailable(ChatError):
@@ -120,6 +196,6 @@ class EngineBusy(EngineError):
     code = "engine_busy"
     status_code = 503
 
-    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
         super().__init__(message)
-        self.retry_after = max(1, retry_after)
+        self.retry_after = max(1.0, retry_after)

@@ -12,6 +12,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 import structlog
 from fastapi import FastAPI
 
+from chatbot_sse.api.limits import StreamGate
 from chatbot_sse.config import Settings
 from chatbot_sse.engines import create_engine
 from chatbot_sse.observability.metrics import Metrics
@@ -41,9 +42,21 @@ def make_lifespan(
             try:
                 app.state.store = store
                 app.state.engine = engine
-                app.state.turns = TurnService(store, engine, metrics, settings.max_history_length)
-                replies = ReplyHub(store, metrics, settings.disconnect_grace_seconds)
+                app.state.turns = TurnService(
+                    store,
+                    engine,
+                    metrics,
+                    settings.max_history_length,
+                    log_content=settings.log_content,
+                )
+                replies = ReplyHub(
+                    store,
+                    metrics,
+                    settings.disconnect_grace_seconds,
+                    settings.max_stream_seconds,
+                )
                 app.state.replies = replies
+                app.state.gate = StreamGate.from_settings(store, metrics, settings)
                 log.info("started", store=store.backend, engine=engine.name)
                 try:
                     yield

@@ -8,10 +8,13 @@ the route table, so importing it before a fork is safe.
 from __future__ import annotations
 
 from fastapi import FastAPI
+from starlette.middleware.cors import CORSMiddleware
 
 from chatbot_sse import __version__
 from chatbot_sse.api import chat, conversations, health, openai_compat, pages, resume
+from chatbot_sse.api.access import AccessMiddleware, ApiKeys
 from chatbot_sse.api.errors import install_error_handlers
+from chatbot_sse.api.headers import SecurityHeadersMiddleware
 from chatbot_sse.config import Settings
 from chatbot_sse.lifespan import make_lifespan
 from chatbot_sse.observability.asgi import RequestContextMiddleware
@@ -39,8 +42,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(pages.router)
     app.include_router(openai_compat.router)
+    # Outermost last. All pure ASGI: none of them may buffer a stream or hide a disconnect.
+    keys = ApiKeys(settings.api_key_list())
+    app.add_middleware(
+        AccessMiddleware, keys=keys, rate_limit=settings.rate_limit_per_minute, metrics=metrics
+    )
+    if origins := settings.cors_origin_list():
+        # Outside access control: a preflight carries no key, and a 401 needs CORS headers to be read.
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_headers=CORS_ALLOW_HEADERS,
+            expose_headers=CORS_EXPOSE_HEADERS,
+            allow_credentials=False,  # keys travel in headers, never in cookies
+            max_age=600,
+        )
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RequestContextMiddleware, metrics=metrics)
     return app
+
+
+CORS_ALLOW_HEADERS = [
+    "Authorization",
+    "X-API-Key",
+    "Idempotency-Key",
+    "Last-Event-ID",
+    "Content-Type",
+]
+CORS_EXPOSE_HEADERS = ["X-Conversation-Id", "X-Request-Id", "Retry-After", "Idempotent-Replayed"]
 
 
 app = create_app()

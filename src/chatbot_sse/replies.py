@@ -14,8 +14,10 @@ client that drops does not kill it: the reply keeps going for
 The flusher also polls the log's control record: a cancel requested through
 another process, and the heartbeat of readers following from another process
 (which keeps the grace window open). Cancelling a generation passes the reason
-(`interrupted`, `cancelled`, `shutdown`) as the `CancelledError` message; the
-turn stores the partial reply and ends the log with an `error` event.
+(`interrupted`, `cancelled`, `shutdown`, `stream_timeout`) as the
+`CancelledError` message; the turn stores the partial reply and ends the log
+with an `error` event. `max_seconds` (`MAX_STREAM_SECONDS`) bounds every
+generation: at that age it is cancelled with `stream_timeout`.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ class LiveReply:
         "grace_timer",
         "readers",
         "reply_id",
+        "size",
         "task",
     )
 
@@ -55,6 +58,7 @@ class LiveReply:
         self.conversation_id = conversation_id
         self.reply_id = reply_id
         self.frames: list[bytes] = []
+        self.size = 0  # bytes of all frames: how far a reader can fall behind is measured in it
         self.finished = False
         self.flushed = 0  # frames[:flushed] are in the store's log
         self.readers = 0
@@ -64,6 +68,7 @@ class LiveReply:
 
     def publish(self, frame: bytes) -> None:
         self.frames.append(frame)
+        self.size += len(frame)
         self._wake()
 
     def finish(self) -> None:
@@ -95,10 +100,17 @@ Generate = Callable[[Callable[[bytes], Awaitable[None]]], Awaitable[None]]
 class ReplyHub:
     """This process's replies in flight, keyed by reply id."""
 
-    def __init__(self, log_store: ReplyLog, metrics: Metrics, grace_seconds: float) -> None:
+    def __init__(
+        self,
+        log_store: ReplyLog,
+        metrics: Metrics,
+        grace_seconds: float,
+        max_seconds: float = 0.0,
+    ) -> None:
         self.log_store = log_store
         self.metrics = metrics
         self.grace_seconds = grace_seconds
+        self.max_seconds = max_seconds  # 0: no limit
         self.live: dict[str, LiveReply] = {}
         self.by_conversation: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -124,11 +136,17 @@ class ReplyHub:
             live.publish(frame)
 
         flusher = asyncio.ensure_future(self._flush_loop(live))
+        deadline = None
+        if self.max_seconds > 0:
+            loop = asyncio.get_running_loop()
+            deadline = loop.call_later(self.max_seconds, self.cancel, live, "stream_timeout")
         try:
             await generate(write)
         except asyncio.CancelledError:
             pass  # the turn has stored the partial reply and emitted the terminal event
         finally:
+            if deadline is not None:
+                deadline.cancel()
             live.finish()
             if live.grace_timer is not None:
                 live.grace_timer.cancel()

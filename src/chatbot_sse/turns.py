@@ -68,7 +68,9 @@ _CANCEL_MESSAGES = {
     "interrupted": "the reply was stopped: its client left and did not come back in time",
     "cancelled": "the reply was cancelled on request",
     "shutdown": "the server shut down during the reply; send the message again",
+    "stream_timeout": "the reply ran longer than this server allows and was stopped",
 }
+_NOT_RETRYABLE = frozenset({"cancelled", "stream_timeout"})
 
 
 def _approx_tokens(text: str) -> int:
@@ -89,42 +91,75 @@ def _usage(result: StreamResult, context: Sequence[Message], reply: str) -> Usag
 class TurnService:
     """Runs turns against one store and one engine."""
 
-    def __init__(self, store: Store, engine: Engine, metrics: Metrics, max_history: int) -> None:
+    def __init__(
+        self,
+        store: Store,
+        engine: Engine,
+        metrics: Metrics,
+        max_history: int,
+        *,
+        log_content: bool = False,
+    ) -> None:
         self.store = store
         self.engine = engine
         self.metrics = metrics
         self.max_history = max_history
+        self.log_content = log_content
 
-    async def begin(self, text: str, conversation_id: str | None) -> Turn:
+    async def begin(
+        self,
+        text: str,
+        conversation_id: str | None,
+        *,
+        owner: str | None = None,
+        create_as: str | None = None,
+        reply_id: str | None = None,
+    ) -> Turn:
         """Store the user's message; raise `ConversationNotFound` for an unknown id.
+
+        `owner` (a key's hash) is checked against the conversation's: another
+        owner's conversation is not found, exactly as an unknown one. None
+        checks nothing (no API keys: the id is the capability). A new
+        conversation gets `create_as` as its id if given, and `owner`; the
+        reply gets `reply_id` if given (idempotent requests choose both first).
 
         A busy engine (`EngineBusy`, 503) is refused first, before anything is stored.
         """
         reservation = reserve(self.engine)
         try:
-            return await self._begin(text, conversation_id, reservation)
+            turn = await self._begin(text, conversation_id, owner, create_as, reply_id)
         except BaseException:
             if reservation is not None:
                 reservation.release()
             raise
+        return dataclasses.replace(turn, reservation=reservation)
 
     def begin_stateless(self, context: Sequence[Message]) -> Turn:
         """A turn on exactly `context`, nothing stored; `EngineBusy` (503) if the engine is full."""
         return dataclasses.replace(Turn.stateless(context), reservation=reserve(self.engine))
 
     async def _begin(
-        self, text: str, conversation_id: str | None, reservation: Reservation | None
+        self,
+        text: str,
+        conversation_id: str | None,
+        owner: str | None,
+        create_as: str | None,
+        reply_id: str | None,
     ) -> Turn:
         now = time.time()
         new = conversation_id is None
         if conversation_id is None:
-            conversation_id = new_conversation_id()
-            await self.store.create_conversation(conversation_id, now)
-        elif await self.store.get_conversation(conversation_id) is None:
-            raise ConversationNotFound(f"conversation {conversation_id} does not exist")
+            conversation_id = create_as or new_conversation_id()
+            await self.store.create_conversation(conversation_id, now, owner or "")
+        else:
+            found = await self.store.get_conversation(conversation_id)
+            if found is None or (owner is not None and found.owner != owner):
+                raise ConversationNotFound(f"conversation {conversation_id} does not exist")
         user_message = Message(new_message_id(), conversation_id, Role.USER, text, now)
         await self.store.append_message(user_message)
-        return Turn(conversation_id, user_message, new_message_id(), new, reservation=reservation)
+        if self.log_content:
+            log.info("user_message", conversation_id=conversation_id, content=text)
+        return Turn(conversation_id, user_message, reply_id or new_message_id(), new)
 
     async def run(self, turn: Turn, emit: EventSink) -> None:
         """Generate the reply, emitting `connected`, `message`…, then `completed` or `error`.
@@ -188,7 +223,7 @@ class TurnService:
             error: dict[str, Any] = {
                 "code": outcome,
                 "message": _CANCEL_MESSAGES.get(outcome, outcome),
-                "retryable": outcome != "cancelled",
+                "retryable": outcome not in _NOT_RETRYABLE,
             }
             with contextlib.suppress(Exception):
                 seq = len(parts) + 1
@@ -218,6 +253,7 @@ class TurnService:
                 chunks=len(parts),
                 duration_s=round(now - started, 4),
                 ttft_s=None if ttft is None else round(ttft, 4),
+                **({"content": "".join(parts)} if self.log_content else {}),
             )
 
     async def _fail(

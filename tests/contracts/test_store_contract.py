@@ -69,6 +69,18 @@ async def test_create_then_get(store: Store) -> None:
     assert await store.history(conversation_id) == []
 
 
+async def test_owner_round_trips(store: Store) -> None:
+    """A conversation belongs to whoever created it (a key's hash); "" when nobody in particular."""
+    owned, unowned = new_conversation_id(), new_conversation_id()
+    created = await store.create_conversation(owned, T0, owner="3f2a9c0d11e4b6a7")
+    assert created.owner == "3f2a9c0d11e4b6a7"
+    assert await store.get_conversation(owned) == created
+    await store.create_conversation(unowned, T0)
+    got = await store.get_conversation(unowned)
+    assert got is not None
+    assert got.owner == ""
+
+
 async def test_get_unknown_is_none(store: Store) -> None:
     assert await store.get_conversation(new_conversation_id()) is None
     assert await store.history(new_conversation_id()) == []

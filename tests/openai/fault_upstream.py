@@ -20,6 +20,7 @@ Modes, for `POST /v1/chat/completions`:
     close_early   three words, then a properly ended body: no finish_reason, no [DONE]
     truncate      three words, then the socket closes mid-body
     embedded_error three words, then `data: {"error": ...}`
+    flood         FLOOD_CHUNKS chunks of FLOOD_CHUNK_CHARS characters, as fast as possible
 
 `GET /v1/models` lists `fault-model`, or answers `models_status` if that is not 200.
 """
@@ -37,6 +38,8 @@ from typing import Any
 REPLY = "You said {text!r}; here is the upstream's considered reply, word by word."
 PROMPT_TOKENS_BASE = 1000  # usage numbers no estimate would produce, so tests can tell
 COMPLETION_TOKENS_BASE = 500
+FLOOD_CHUNKS = 320  # x FLOOD_CHUNK_CHARS: more than loopback's socket buffers hold (~3 MB)
+FLOOD_CHUNK_CHARS = 20_000
 _WORDS = re.compile(r"\s*\S+")
 
 
@@ -184,6 +187,8 @@ class FaultUpstream:
             await _send_json(writer, status, {"error": error}, extra)
             return True
         words = reply_for(payload["messages"])
+        if mode == "flood":
+            words = [f" {index:05d}" + "x" * FLOOD_CHUNK_CHARS for index in range(FLOOD_CHUNKS)]
         model = payload.get("model", "fault-model")
         if mode == "json":
             await _send_json(writer, 200, _completion(model, "".join(words)))

@@ -65,8 +65,11 @@ async def test_a_version_1_file_is_migrated_keeping_its_data(db_path: Path) -> N
     store = SQLiteStore(db_path)
     await store.open()
     try:
-        assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 2
+        assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 3
         assert [m.content for m in await store.history("c1")] == ["kept"]
+        conversation = await store.get_conversation("c1")
+        assert conversation is not None
+        assert conversation.owner == ""  # version 3 added owners; older rows have none
         await store.append_events("c1", "r1", [(0, b"x")], finished=True)
         assert await store.read_events("c1", "r1") == ReplyEvents([(0, b"x")], True, True)
     finally:

@@ -2,16 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
 
 from chatbot_sse import sse
-from chatbot_sse.api.body import parse_chat_request
-from chatbot_sse.api.streaming import EventStreamResponse, hub_source
+from chatbot_sse.api import idempotency
+from chatbot_sse.api.access import client_identity, request_owner
+from chatbot_sse.api.body import ChatRequest, parse_chat_request
+from chatbot_sse.api.limits import StreamGate, connection_seconds
+from chatbot_sse.api.streaming import EventStreamResponse, FrameSource, hub_source
 from chatbot_sse.config import Settings
+from chatbot_sse.domain import new_conversation_id, new_message_id
+from chatbot_sse.errors import IdempotencyKeyReused
 from chatbot_sse.replies import Generate, ReplyHub
+from chatbot_sse.stores.base import Store
 from chatbot_sse.turns import Turn, TurnEvent, TurnService
 
 router = APIRouter()
@@ -60,11 +67,14 @@ def encoded_turn(service: TurnService, turn: Turn, retry_ms: int) -> Generate:
     status_code=200,
     responses={
         200: {"content": {"text/event-stream": {"example": _SSE_EXAMPLE}}},
-        404: {"description": "Unknown conversation_id"},
+        401: {"description": "API key missing or invalid (when API_KEYS is set)"},
+        404: {"description": "Unknown conversation_id (or another API key's)"},
+        409: {"description": "Idempotency-Key reused with another body, or still starting"},
         413: {"description": "Body or message too large"},
         415: {"description": "Unsupported media type"},
         422: {"description": "Invalid input"},
-        503: {"description": "Store unavailable"},
+        429: {"description": "Rate or concurrent-stream limit; see Retry-After"},
+        503: {"description": "Store unavailable, or this server is at its stream limit"},
     },
     openapi_extra={
         "requestBody": {
@@ -78,18 +88,83 @@ def encoded_turn(service: TurnService, turn: Turn, retry_ms: int) -> Generate:
     },
 )
 async def chat(request: Request) -> EventStreamResponse:
+    """With an `Idempotency-Key` header, a retry gets the first request's reply (see
+    `api.idempotency`)."""
     state = request.app.state
     settings: Settings = state.settings
-    service: TurnService = state.turns
-    hub: ReplyHub = state.replies
+    gate: StreamGate = state.gate
     body = await parse_chat_request(request, settings.max_body_bytes, settings.max_message_chars)
-    turn = await service.begin(body.message, body.conversation_id)
-    live = hub.start(
-        turn.conversation_id, turn.reply_id, encoded_turn(service, turn, settings.sse_retry_ms)
-    )
+    key = idempotency.idempotency_key(request)
+    release = await gate.enter(client_identity(request))
+    try:
+        headers: dict[str, str] = {}
+        if key is None:
+            conversation_id, source = await _start(request, body)
+        else:
+            conversation_id, source, replayed = await _start_once(request, body, key)
+            if replayed:
+                headers["Idempotent-Replayed"] = "true"
+    except BaseException:
+        await release()
+        raise
     return EventStreamResponse(
-        hub_source(hub, live),
+        source,
         keepalive=settings.keepalive_seconds,
         metrics=state.metrics,
-        headers={"X-Conversation-Id": turn.conversation_id},
+        headers={"X-Conversation-Id": conversation_id, **headers},
+        max_backlog=settings.stream_backlog_bytes,
+        max_seconds=connection_seconds(settings),
+        on_close=release,
     )
+
+
+async def _start(
+    request: Request,
+    body: ChatRequest,
+    create_as: str | None = None,
+    reply_id: str | None = None,
+) -> tuple[str, FrameSource]:
+    """Store the user's message and start generating; a source reading the reply."""
+    state = request.app.state
+    service: TurnService = state.turns
+    hub: ReplyHub = state.replies
+    turn = await service.begin(
+        body.message,
+        body.conversation_id,
+        owner=request_owner(request),
+        create_as=create_as,
+        reply_id=reply_id,
+    )
+    generate = encoded_turn(service, turn, state.settings.sse_retry_ms)
+    live = hub.start(turn.conversation_id, turn.reply_id, generate)
+    return turn.conversation_id, hub_source(hub, live)
+
+
+async def _start_once(
+    request: Request, body: ChatRequest, key: str
+) -> tuple[str, FrameSource, bool]:
+    """`_start`, unless this key was seen: then the first reply again (True: replayed)."""
+    state = request.app.state
+    settings: Settings = state.settings
+    store: Store = state.store
+    scope = idempotency.scope_key(request_owner(request), key)
+    fingerprint = idempotency.fingerprint(body)
+    conversation_id = body.conversation_id or new_conversation_id()
+    reply_id = new_message_id()
+    kept = await store.remember_idempotency(
+        scope, fingerprint, f"{conversation_id}:{reply_id}", settings.idempotency_ttl_seconds
+    )
+    if kept is not None:
+        if kept.fingerprint != fingerprint:
+            raise IdempotencyKeyReused("this Idempotency-Key was used with another request body")
+        found, source = await idempotency.replay(
+            store, state.replies, kept.ref, settings.sse_retry_ms
+        )
+        return found, source, True
+    try:
+        started = await _start(request, body, create_as=conversation_id, reply_id=reply_id)
+    except BaseException:
+        with contextlib.suppress(Exception):  # unforgotten, it expires; retries get 409 meanwhile
+            await store.forget_idempotency(scope)
+        raise
+    return *started, False

@@ -3,10 +3,16 @@
 Framework errors (unknown route, wrong method, FastAPI's own validation) are
 mapped to the same shape, and anything unexpected becomes a 500 with a generic
 message: a traceback never reaches a client.
+
+`chat_error_response` is the mapping itself, also used where no exception
+handler reaches (the access middleware) and by `/v1`, whose clients expect
+OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`. Either way a
+`retry_after` becomes `Retry-After` and a 401 carries `WWW-Authenticate`.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import structlog
@@ -15,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from chatbot_sse.errors import ChatError
+from chatbot_sse.errors import ChatError, Unauthorized
 
 log = structlog.get_logger(__name__)
 
@@ -42,11 +48,32 @@ def error_response(
     )
 
 
+def openai_error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    kind = "invalid_request_error" if status < 500 else "server_error"
+    error = {"message": message, "type": kind, "param": None, "code": code}
+    return JSONResponse({"error": error}, status_code=status, headers=headers)
+
+
+def chat_error_response(exc: ChatError, *, openai: bool = False) -> JSONResponse:
+    """The HTTP answer to `exc`: its status, its code, and the headers it calls for."""
+    headers: dict[str, str] = {}
+    retry_after = exc.retry_after
+    if retry_after is None and exc.status_code == 503:
+        retry_after = 1
+    if retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(retry_after)))
+    if isinstance(exc, Unauthorized):
+        headers["WWW-Authenticate"] = exc.challenge
+    if openai:
+        return openai_error_response(exc.status_code, exc.code, exc.message, headers)
+    return error_response(exc.status_code, exc.code, exc.message, headers)
+
+
 async def _chat_error(_: Request, exc: Exception) -> Response:
     assert isinstance(exc, ChatError)
-    retry_after = getattr(exc, "retry_after", 1)  # EngineBusy estimates its own
-    headers = {"Retry-After": str(retry_after)} if exc.status_code == 503 else None
-    return error_response(exc.status_code, exc.code, exc.message, headers)
+    return chat_error_response(exc)
 
 
 async def _http_error(_: Request, exc: Exception) -> Response:

@@ -24,7 +24,10 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
+from chatbot_sse.api.access import client_identity, request_owner
 from chatbot_sse.api.body import read_body
+from chatbot_sse.api.errors import chat_error_response, openai_error_response
+from chatbot_sse.api.limits import StreamGate, connection_seconds
 from chatbot_sse.api.openai_body import (
     NEW_CONVERSATION,
     CompletionRequest,
@@ -56,12 +59,8 @@ def model_id(engine: Engine) -> str:
     return str(getattr(engine, "model", "") or engine.name)
 
 
-def openai_error(
-    status: int, code: str, message: str, headers: dict[str, str] | None = None
-) -> JSONResponse:
-    kind = "invalid_request_error" if status < 500 else "server_error"
-    error = {"message": message, "type": kind, "param": None, "code": code}
-    return JSONResponse({"error": error}, status_code=status, headers=headers)
+def openai_error(status: int, code: str, message: str) -> JSONResponse:
+    return openai_error_response(status, code, message)
 
 
 class _Chunks:
@@ -160,7 +159,8 @@ async def _runner(
         turn = service.begin_stateless(context)
     else:
         wanted = None if parsed.conversation_id == NEW_CONVERSATION else parsed.conversation_id
-        turn = await service.begin(parsed.last_user_text.strip(), wanted)
+        owner = request_owner(request)
+        turn = await service.begin(parsed.last_user_text.strip(), wanted, owner=owner)
 
     async def stored(emit: EventSink) -> None:
         await service.run(turn, emit)
@@ -198,26 +198,38 @@ _REQUEST_SCHEMA: dict[str, Any] = {
 )
 async def chat_completions(request: Request) -> Response:
     settings: Settings = request.app.state.settings
+    gate: StreamGate = request.app.state.gate
     try:
         body = await read_body(request, settings.max_body_bytes)
         parsed = parse_completion_request(body, settings.max_message_chars)
-        run, reply_id, extra = await _runner(request, parsed)
+        release = await gate.enter(client_identity(request))
     except ChatError as exc:
-        retry = (
-            {"Retry-After": str(getattr(exc, "retry_after", 1))} if exc.status_code == 503 else None
+        return chat_error_response(exc, openai=True)
+    try:
+        run, reply_id, extra = await _runner(request, parsed)
+        completion_id = f"chatcmpl-{reply_id}"
+        model = model_id(request.app.state.engine)
+        if not parsed.stream:
+            try:
+                return await _complete(run, completion_id, model, extra)
+            finally:
+                await release()
+        chunks = _Chunks(completion_id, model, extra)
+        return EventStreamResponse(
+            task_source(_stream(run, chunks, parsed.include_usage), settings.max_stream_seconds),
+            keepalive=settings.keepalive_seconds,
+            metrics=request.app.state.metrics,
+            headers=_headers(extra),
+            max_backlog=settings.stream_backlog_bytes,
+            max_seconds=connection_seconds(settings),
+            on_close=release,
         )
-        return openai_error(exc.status_code, exc.code, exc.message, retry)
-    completion_id = f"chatcmpl-{reply_id}"
-    model = model_id(request.app.state.engine)
-    if not parsed.stream:
-        return await _complete(run, completion_id, model, extra)
-    chunks = _Chunks(completion_id, model, extra)
-    return EventStreamResponse(
-        task_source(_stream(run, chunks, parsed.include_usage)),
-        keepalive=settings.keepalive_seconds,
-        metrics=request.app.state.metrics,
-        headers=_headers(extra),
-    )
+    except ChatError as exc:
+        await release()
+        return chat_error_response(exc, openai=True)
+    except BaseException:
+        await release()
+        raise
 
 
 def _model(engine: Engine) -> dict[str, Any]:

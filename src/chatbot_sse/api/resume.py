@@ -18,7 +18,9 @@ from fastapi import APIRouter, Query, Request
 from starlette.responses import JSONResponse, Response
 
 from chatbot_sse import sse
+from chatbot_sse.api.access import client_identity, request_owner
 from chatbot_sse.api.conversations import require_conversation
+from chatbot_sse.api.limits import StreamGate, connection_seconds
 from chatbot_sse.api.streaming import EventStreamResponse, FrameSource, LogSource, hub_source
 from chatbot_sse.config import Settings
 from chatbot_sse.errors import InvalidInput, NotFound
@@ -62,7 +64,8 @@ async def resume(
     hub: ReplyHub = state.replies
     settings: Settings = state.settings
     metrics: Metrics = state.metrics
-    await require_conversation(store, conversation_id)
+    gate: StreamGate = state.gate
+    await require_conversation(store, conversation_id, request_owner(request))
     value = request.headers.get("last-event-id") or last_event_id
     if value:
         reply_id, after_seq = parse_event_id(value)
@@ -91,6 +94,11 @@ async def resume(
             return Response(status_code=204)
         metrics.resumed("log", len(first.events))
         source = LogSource(store, conversation_id, reply_id, after_seq, first)
+    try:
+        release = await gate.enter(client_identity(request))
+    except BaseException:
+        await source.close()
+        raise
     return EventStreamResponse(
         source,
         keepalive=settings.keepalive_seconds,
@@ -98,6 +106,9 @@ async def resume(
         headers={"X-Conversation-Id": conversation_id},
         # Frame 0 carries `retry:` itself; a resume past it gets the advice up front.
         prefix=sse.retry_field(settings.sse_retry_ms) + b"\n" if after_seq >= 0 else b"",
+        max_backlog=settings.stream_backlog_bytes,
+        max_seconds=connection_seconds(settings),
+        on_close=release,
     )
 
 
@@ -120,7 +131,7 @@ async def cancel(conversation_id: str, request: Request) -> JSONResponse:
     state = request.app.state
     store: Store = state.store
     hub: ReplyHub = state.replies
-    await require_conversation(store, conversation_id)
+    await require_conversation(store, conversation_id, request_owner(request))
     live = hub.live_reply_of(conversation_id)
     if live is not None:
         stopped = hub.cancel(live, "cancelled")

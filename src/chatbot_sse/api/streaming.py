@@ -11,6 +11,14 @@ Two tasks per connection:
 - the *watcher* waits for `http.disconnect`, so a client that leaves is noticed
   at once, even while the engine is silent. This is why no
   `BaseHTTPMiddleware` may wrap this response: it swallows `http.disconnect`.
+
+Two bounds protect the server from readers that do not keep up:
+- `max_backlog`: a reader whose source has more than this many bytes waiting
+  beyond what it took last (`FrameSource.backlog()`, checked before every batch
+  and every `BACKLOG_CHECK_INTERVAL` while a `send` is blocked) is a slow or
+  stalled reader: its stream is closed without a terminal event, so the client
+  can resume from its last event id;
+- `max_seconds`: no connection outlives this (a stalled send included).
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+import structlog
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -28,6 +37,8 @@ from chatbot_sse import sse
 from chatbot_sse.observability.metrics import Metrics
 from chatbot_sse.replies import Generate, LiveReply, ReplyHub
 from chatbot_sse.stores.base import ReplyEvents, ReplyLog
+
+log = structlog.get_logger(__name__)
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -37,6 +48,7 @@ SSE_HEADERS = [
 
 MARK_READER_INTERVAL = 1.0  # seconds between reader heartbeats in the log
 LOG_WAIT_CAP = 5.0  # longest single blocking read on the log
+BACKLOG_CHECK_INTERVAL = 0.5  # seconds between backlog checks of a connection
 
 
 class FrameSource(Protocol):
@@ -49,9 +61,16 @@ class FrameSource(Protocol):
     async def close(self) -> None:
         """The connection is done with this source, whatever the reason."""
 
+    def backlog(self) -> int:
+        """Bytes produced for this reader since it last took a batch (0: nothing piles up)."""
+
 
 class LiveSource:
-    """Reads a reply generated in this process, straight from memory."""
+    """Reads a reply generated in this process, straight from memory.
+
+    The backlog counts what the generation produced since the last batch was
+    taken, not the replay a resume starts with: catching up is not lagging.
+    """
 
     def __init__(
         self, live: LiveReply, position: int, on_close: Callable[[], Awaitable[None]]
@@ -59,6 +78,10 @@ class LiveSource:
         self.live = live
         self.position = position
         self.on_close = on_close
+        self.taken = live.size
+
+    def backlog(self) -> int:
+        return self.live.size - self.taken
 
     async def next_batch(self, patience: float) -> bytes | None:
         live = self.live
@@ -67,6 +90,7 @@ class LiveSource:
             end = len(frames)
             if self.position < end:
                 start, self.position = self.position, end
+                self.taken = live.size
                 return frames[start] if end - start == 1 else b"".join(frames[start:end])
             if live.finished:
                 return None
@@ -86,8 +110,11 @@ def hub_source(hub: ReplyHub, live: LiveReply, position: int = 0) -> LiveSource:
     return LiveSource(live, position, detach)
 
 
-def task_source(generate: Generate) -> LiveSource:
-    """A reply generated for this connection alone (no resume): it stops when the client leaves."""
+def task_source(generate: Generate, max_seconds: float = 0.0) -> LiveSource:
+    """A reply generated for this connection alone (no resume): it stops when the client leaves.
+
+    With `max_seconds` > 0 it is cancelled with `stream_timeout` at that age.
+    """
     live = LiveReply("", "")
 
     async def write(frame: bytes) -> None:
@@ -100,6 +127,9 @@ def task_source(generate: Generate) -> LiveSource:
             live.finish()
 
     task = asyncio.ensure_future(run())
+    if max_seconds > 0:
+        timer = asyncio.get_running_loop().call_later(max_seconds, task.cancel, "stream_timeout")
+        task.add_done_callback(lambda _: timer.cancel())
 
     async def stop() -> None:
         if not task.done():
@@ -154,6 +184,27 @@ class LogSource:
     async def close(self) -> None:
         """Nothing held: the generating process watches heartbeats, not connections."""
 
+    def backlog(self) -> int:
+        """Nothing piles up: a slow reader only reads the store later."""
+        return 0
+
+
+class BytesSource:
+    """Frames known in full beforehand (a reply replayed from history): one batch, then the end."""
+
+    def __init__(self, frames: bytes) -> None:
+        self.frames: bytes | None = frames
+
+    async def next_batch(self, patience: float) -> bytes | None:
+        frames, self.frames = self.frames, None
+        return frames
+
+    async def close(self) -> None:
+        """Nothing held."""
+
+    def backlog(self) -> int:
+        return 0
+
 
 class EventStreamResponse(Response):
     media_type = "text/event-stream"
@@ -166,27 +217,53 @@ class EventStreamResponse(Response):
         metrics: Metrics,
         headers: dict[str, str] | None = None,
         prefix: bytes = b"",
+        max_backlog: int = 0,
+        max_seconds: float = 0.0,
+        on_close: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.status_code = 200
         self.source = source
         self.keepalive = keepalive
         self.metrics = metrics
         self.prefix = prefix
+        self.max_backlog = max_backlog  # 0: unbounded
+        self.max_seconds = max_seconds  # 0: unbounded
+        self.on_close = on_close
         self.extra_headers = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
         self.background = None
         self.pings = 0
         self.blocked = 0.0
+        self.cut: str | None = None  # why the server ended the stream early: slow_reader, expired
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        start = {"type": "http.response.start", "status": 200}
-        await send({**start, "headers": SSE_HEADERS + self.extra_headers})
+        try:
+            start = {"type": "http.response.start", "status": 200}
+            await send({**start, "headers": SSE_HEADERS + self.extra_headers})
+        except BaseException:
+            await self._release()
+            raise
         writer = asyncio.ensure_future(self._write(send))
         watcher = asyncio.ensure_future(self._watch(receive))
+        loop = asyncio.get_running_loop()
+        timers: list[asyncio.TimerHandle] = []
+        if self.max_seconds > 0:
+            timers.append(loop.call_later(self.max_seconds, self._cut, writer, "expired"))
+        if self.max_backlog > 0:
+
+            def check() -> None:
+                if self.source.backlog() > self.max_backlog:
+                    self._cut(writer, "slow_reader")
+                elif not writer.done():
+                    timers[-1] = loop.call_later(BACKLOG_CHECK_INTERVAL, check)
+
+            timers.append(loop.call_later(BACKLOG_CHECK_INTERVAL, check))
         disconnected = False
         try:
             await asyncio.wait((writer, watcher), return_when=asyncio.FIRST_COMPLETED)
             disconnected = watcher.done() and not writer.done()
         finally:
+            for timer in timers:
+                timer.cancel()
             for task in (writer, watcher):
                 task.cancel()
             for task in (writer, watcher):
@@ -195,14 +272,35 @@ class EventStreamResponse(Response):
                         await task
                     except OSError:
                         disconnected = True  # the client vanished mid-send
-            await self.source.close()
+            await self._release()
             self.metrics.connection_ended(self.pings, self.blocked, disconnected)
+            if self.cut is not None:
+                # uvicorn may add "returned without completing response": that is this cut.
+                log.warning("stream_cut", reason=self.cut, backlog_bytes=self.source.backlog())
+                self.metrics.stream_cut(self.cut)
+
+    async def _release(self) -> None:
+        try:
+            await self.source.close()
+        finally:
+            if self.on_close is not None:
+                await self.on_close()
+
+    def _cut(self, writer: asyncio.Future[None], reason: str) -> None:
+        """End a stream whose writer is stuck in `send`; the client may resume."""
+        if not writer.done():
+            self.cut = reason
+            writer.cancel()
 
     async def _write(self, send: Send) -> None:
         keepalive = self.keepalive
         source = self.source
         pending = self.prefix
+        max_backlog = self.max_backlog
         while True:
+            if max_backlog and source.backlog() > max_backlog:
+                self.cut = "slow_reader"  # the last send was slow: end cleanly, it may resume
+                break
             batch = await source.next_batch(keepalive)
             if batch is None:
                 break

@@ -38,7 +38,10 @@ def configure_logging(level: str, debug: bool) -> None:
         structlog.processors.TimeStamper(fmt="iso", utc=True),
     ]
     renderer: structlog.typing.Processor = (
-        structlog.dev.ConsoleRenderer() if debug else structlog.processors.JSONRenderer()
+        # Tracebacks without local variables: they would print message content and keys.
+        structlog.dev.ConsoleRenderer(exception_formatter=structlog.dev.plain_traceback)
+        if debug
+        else structlog.processors.JSONRenderer()
     )
     structlog.configure(
         processors=[

@@ -136,6 +136,27 @@ class Metrics:
             registry=r,
         )
 
+        self.requests_rejected = Counter(
+            "chatbot_sse_requests_rejected",
+            "Requests refused by access control or a limit, by reason (unauthorized, "
+            "rate_limited, too_many_streams, server_busy).",
+            ["reason"],
+            registry=r,
+        )
+        self.streams_cut = Counter(
+            "chatbot_sse_streams_cut",
+            "SSE connections the server closed early, by reason: slow_reader (fell more than "
+            "STREAM_BACKLOG_BYTES behind), expired (outlived MAX_STREAM_SECONDS).",
+            ["reason"],
+            registry=r,
+        )
+
+    def rejected(self, reason: str) -> None:
+        self.requests_rejected.labels(reason).inc()
+
+    def stream_cut(self, reason: str) -> None:
+        self.streams_cut.labels(reason).inc()
+
     def stream_started(self) -> None:
         self.active_streams.inc()
 

@@ -38,6 +38,9 @@ SCRIPTS = {
     "message": layout.APPEND_MESSAGE,
     "events": layout.APPEND_EVENTS,
     "control": layout.SET_CONTROL,
+    "hit": layout.HIT,
+    "acquire": layout.ACQUIRE_SLOT,
+    "remember": layout.REMEMBER,
 }
 
 

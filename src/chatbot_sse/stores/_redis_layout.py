@@ -4,7 +4,7 @@ Every key of a conversation carries the hash tag `{<conversation_id>}`, so in
 Redis Cluster they all live in one slot: the scripts below touch several of
 them atomically, and a conversation never spans nodes.
 
-    <prefix>:{<cid>}:conv                 hash    created_at
+    <prefix>:{<cid>}:conv                 hash    created_at, owner (absent: "")
     <prefix>:{<cid>}:msgs                 list    messages, JSON arrays, oldest first
     <prefix>:{<cid>}:ids                  set     message ids (duplicates are refused)
     <prefix>:{<cid>}:latest               string  id of the reply appended to first most recently
@@ -23,6 +23,13 @@ of its conversation keys (`conv`, `msgs`, `ids`, `latest`).
 
 Duplicate message ids are detected per conversation: a global index would
 be a key outside the conversation's slot.
+
+The guards (rate limits, stream slots, idempotency keys) are one key each, in
+the slot of the client they count (`guard_key`):
+
+    <prefix>:rate:{<key>}                 string  requests in the window (expires with it)
+    <prefix>:slots:{<key>}                zset    holder -> lease end (ms since the epoch)
+    <prefix>:idem:{<key>}                 string  "<fingerprint> <ref>" (expires with the TTL)
 """
 
 from __future__ import annotations
@@ -34,13 +41,17 @@ import orjson
 from chatbot_sse.domain import Message, MessageStatus, Role
 
 __all__ = [
+    "ACQUIRE_SLOT",
     "APPEND_EVENTS",
     "APPEND_MESSAGE",
     "CREATE_CONVERSATION",
+    "HIT",
+    "REMEMBER",
     "SET_CONTROL",
     "Keys",
     "decode_message",
     "encode_message",
+    "guard_key",
     "parse_entries",
     "stream_id",
 ]
@@ -65,6 +76,11 @@ class Keys:
 
     def control(self, reply_id: str) -> str:
         return f"{self.base}:reply:{reply_id}:ctl"
+
+
+def guard_key(prefix: str, kind: str, key: str) -> str:
+    """The key of one guard (`rate`, `slots`, `idem`) of one client."""
+    return f"{prefix}:{kind}:{{{key}}}"
 
 
 def stream_id(seq: int) -> str:
@@ -107,8 +123,10 @@ def decode_message(conversation_id: str, raw: bytes | str) -> Message:
 
 
 CREATE_CONVERSATION = """
--- KEYS: conv. ARGV: created_at, conversation ttl in ms (0: none). 1 if created, 0 if it existed.
+-- KEYS: conv. ARGV: created_at, conversation ttl in ms (0: none), owner.
+-- 1 if created, 0 if it existed.
 if redis.call('HSETNX', KEYS[1], 'created_at', ARGV[1]) == 0 then return 0 end
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'owner', ARGV[3]) end
 if tonumber(ARGV[2]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
 return 1
 """
@@ -162,4 +180,35 @@ SET_CONTROL = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1
+"""
+
+HIT = """
+-- KEYS: the window's counter. ARGV: window ms. Returns {count, ms until the window ends}.
+local count = redis.call('INCR', KEYS[1])
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 0 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+  ttl = tonumber(ARGV[1])
+end
+return {count, ttl}
+"""
+
+ACQUIRE_SLOT = """
+-- KEYS: slots. ARGV: holder, limit, now ms, lease ms. 1 if the holder has a slot now, else 0.
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[3])
+if not redis.call('ZSCORE', KEYS[1], ARGV[1])
+   and redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('ZADD', KEYS[1], tonumber(ARGV[3]) + tonumber(ARGV[4]), ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return 1
+"""
+
+REMEMBER = """
+-- KEYS: record. ARGV: value, ttl ms. The value kept before, or nil if this call stored it.
+local kept = redis.call('GET', KEYS[1])
+if kept then return kept end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+return false
 """

@@ -9,6 +9,11 @@ Version 2 added the reply log: `replies` (one row per reply in flight or
 recently finished, with its control state) and `reply_events` (its frames by
 seq). Neither references `conversations`: the log is a cache of frames that
 is pruned on its own clock, not conversation data.
+
+Version 3 added `conversations.owner` (the hash of the API key that created
+it; `ALTER TABLE` for older files, since `ADD COLUMN` has no `IF NOT EXISTS`)
+and the guards' tables (`_sqlite_guards`): `rate_windows`, `stream_slots`,
+`idempotency_keys`.
 """
 
 from __future__ import annotations
@@ -36,11 +41,12 @@ __all__ = [
     "write",
 ]
 
-SCHEMA_VERSION = 2  # kept in `PRAGMA user_version`; bump it with a migration step
+SCHEMA_VERSION = 3  # kept in `PRAGMA user_version`; bump it with a migration step
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS conversations (
         id TEXT PRIMARY KEY,
-        created_at REAL NOT NULL
+        created_at REAL NOT NULL,
+        owner TEXT NOT NULL DEFAULT ''
     )""",
     """CREATE TABLE IF NOT EXISTS messages (
         seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -72,6 +78,23 @@ SCHEMA = (
         seq INTEGER NOT NULL,
         frame BLOB NOT NULL,
         PRIMARY KEY (reply, seq)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS rate_windows (
+        key TEXT PRIMARY KEY,
+        count INTEGER NOT NULL,
+        ends_at REAL NOT NULL
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS stream_slots (
+        key TEXT NOT NULL,
+        holder TEXT NOT NULL,
+        expires_at REAL NOT NULL,
+        PRIMARY KEY (key, holder)
+    ) WITHOUT ROWID""",
+    """CREATE TABLE IF NOT EXISTS idempotency_keys (
+        key TEXT PRIMARY KEY,
+        fingerprint TEXT NOT NULL,
+        ref TEXT NOT NULL,
+        expires_at REAL NOT NULL
     ) WITHOUT ROWID""",
 )
 
@@ -117,6 +140,9 @@ def prepare(conn: sqlite3.Connection, path: Path, busy_timeout_ms: int) -> None:
         if version < SCHEMA_VERSION:
             for statement in SCHEMA:
                 conn.execute(statement)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(conversations)")}
+            if "owner" not in columns:  # a version 1 or 2 file
+                conn.execute("ALTER TABLE conversations ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
         # written even when unchanged: a read-only file fails here, at start-up, not at the
         # first chat (SQLite opens such a file read-only without complaint)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

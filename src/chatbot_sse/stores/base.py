@@ -82,9 +82,58 @@ class ReplyLog(Protocol):
         """The cancel flag and the last reader heartbeat of a reply."""
 
 
+@dataclass(slots=True, frozen=True)
+class IdempotencyRecord:
+    """What a first request with an idempotency key left: its body's hash and its reply."""
+
+    fingerprint: str
+    ref: str
+
+
 @runtime_checkable
-class Store(ReplyLog, Protocol):
-    """Conversations and their messages, oldest first, and the log of replies in flight."""
+class Guards(Protocol):
+    """Counters every worker and instance shares: rate limits, stream slots, idempotency keys.
+
+    Keys are opaque strings chosen by the caller (they name a client: a key's hash
+    or an IP). Times are `time.time()` seconds on the calling machine; the
+    windows are short, so instances need clocks in sync only to a second or so.
+    Like everything in the store these are best effort under failure: a
+    `StoreUnavailable` is for the caller to judge.
+    """
+
+    async def hit(self, key: str, window_seconds: float, limit: int) -> tuple[bool, float]:
+        """Count one request in `key`'s fixed window (it starts at the window's first hit).
+
+        Returns (allowed, retry_after): allowed while the count is at most
+        `limit`; retry_after is the number of seconds until the window ends.
+        """
+
+    async def acquire_slot(self, key: str, holder: str, limit: int, lease_seconds: float) -> bool:
+        """Take one of `limit` slots of `key` for `holder` (a unique id); False if all are taken.
+
+        A slot not released within `lease_seconds` (its process died) frees itself.
+        Acquiring again for a holder that has one renews its lease.
+        """
+
+    async def release_slot(self, key: str, holder: str) -> None:
+        """Give the slot back; nothing happens if `holder` has none."""
+
+    async def remember_idempotency(
+        self, key: str, fingerprint: str, ref: str, ttl_seconds: float
+    ) -> IdempotencyRecord | None:
+        """Record `(fingerprint, ref)` under `key` for `ttl_seconds` unless a record is kept.
+
+        None: this call made the record (the caller does the work). Otherwise
+        the record an earlier call made, unchanged. Atomic across processes.
+        """
+
+    async def forget_idempotency(self, key: str) -> None:
+        """Drop the record (the work it stood for failed before it started)."""
+
+
+@runtime_checkable
+class Store(ReplyLog, Guards, Protocol):
+    """Conversations and their messages, oldest first, the log of replies in flight, and guards."""
 
     backend: str
 
@@ -97,8 +146,10 @@ class Store(ReplyLog, Protocol):
     async def ping(self) -> None:
         """Return if the backend answers, else raise `StoreUnavailable`."""
 
-    async def create_conversation(self, conversation_id: str, created_at: float) -> Conversation:
-        """Create a conversation with a fresh id chosen by the caller."""
+    async def create_conversation(
+        self, conversation_id: str, created_at: float, owner: str = ""
+    ) -> Conversation:
+        """Create a conversation with a fresh id chosen by the caller, belonging to `owner`."""
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         """The conversation, or None if it does not exist."""

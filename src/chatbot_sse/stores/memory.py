@@ -30,7 +30,7 @@ import orjson
 from chatbot_sse.domain import Conversation, Message
 from chatbot_sse.errors import ConversationNotFound, StoreUnavailable
 from chatbot_sse.stores._retention import ABANDONED_AFTER, PRUNE_EVERY, check_retention
-from chatbot_sse.stores.base import ReplyControl, ReplyEvents
+from chatbot_sse.stores.base import IdempotencyRecord, ReplyControl, ReplyEvents
 
 __all__ = ["MemoryStore", "from_url"]
 
@@ -80,6 +80,10 @@ class MemoryStore:
         self._latest: dict[str, str] = {}
         self._appends = 0
         self._state = "new"
+        self._windows: dict[str, tuple[int, float]] = {}  # key -> (count, ends at)
+        self._slots: dict[str, dict[str, float]] = {}  # key -> holder -> lease ends at
+        self._idempotency: dict[str, tuple[IdempotencyRecord, float]] = {}
+        self._guard_calls = 0
 
     def _check_open(self) -> None:
         if self._state != "open":
@@ -99,11 +103,13 @@ class MemoryStore:
     async def ping(self) -> None:
         self._check_open()
 
-    async def create_conversation(self, conversation_id: str, created_at: float) -> Conversation:
+    async def create_conversation(
+        self, conversation_id: str, created_at: float, owner: str = ""
+    ) -> Conversation:
         self._check_open()
         if conversation_id in self._conversations:
             raise ValueError(f"conversation {conversation_id!r} already exists")
-        conversation = Conversation(conversation_id, created_at)
+        conversation = Conversation(conversation_id, created_at, owner)
         self._conversations[conversation_id] = conversation
         self._messages[conversation_id] = []
         return conversation
@@ -225,6 +231,58 @@ class MemoryStore:
         if reply is None:
             return ReplyControl(cancel_requested=False, reader_seen_at=None)
         return ReplyControl(reply.cancel_requested, reply.reader_seen_at)
+
+    # --- guards ------------------------------------------------------------------------------
+
+    def _sweep_guards(self, now: float) -> None:
+        self._guard_calls += 1
+        if self._guard_calls % PRUNE_EVERY:
+            return
+        self._windows = {k: v for k, v in self._windows.items() if v[1] > now}
+        self._idempotency = {k: v for k, v in self._idempotency.items() if v[1] > now}
+        for key in [k for k, holders in self._slots.items() if not holders]:
+            del self._slots[key]
+
+    async def hit(self, key: str, window_seconds: float, limit: int) -> tuple[bool, float]:
+        self._check_open()
+        now = time.time()
+        self._sweep_guards(now)
+        count, ends = self._windows.get(key, (0, 0.0))
+        if ends <= now:
+            count, ends = 0, now + window_seconds
+        count += 1
+        self._windows[key] = (count, ends)
+        return count <= limit, ends - now
+
+    async def acquire_slot(self, key: str, holder: str, limit: int, lease_seconds: float) -> bool:
+        self._check_open()
+        now = time.time()
+        holders = {h: t for h, t in self._slots.get(key, {}).items() if t > now}
+        self._slots[key] = holders
+        if holder not in holders and len(holders) >= limit:
+            return False
+        holders[holder] = now + lease_seconds
+        return True
+
+    async def release_slot(self, key: str, holder: str) -> None:
+        self._check_open()
+        self._slots.get(key, {}).pop(holder, None)
+
+    async def remember_idempotency(
+        self, key: str, fingerprint: str, ref: str, ttl_seconds: float
+    ) -> IdempotencyRecord | None:
+        self._check_open()
+        now = time.time()
+        self._sweep_guards(now)
+        kept = self._idempotency.get(key)
+        if kept is not None and kept[1] > now:
+            return kept[0]
+        self._idempotency[key] = (IdempotencyRecord(fingerprint, ref), now + ttl_seconds)
+        return None
+
+    async def forget_idempotency(self, key: str) -> None:
+        self._check_open()
+        self._idempotency.pop(key, None)
 
 
 def from_url(

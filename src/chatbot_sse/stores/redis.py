@@ -26,7 +26,7 @@ from chatbot_sse.errors import ConversationNotFound
 from chatbot_sse.stores import _redis_layout as layout
 from chatbot_sse.stores._redis_client import RedisClient
 from chatbot_sse.stores._retention import ABANDONED_AFTER, check_retention
-from chatbot_sse.stores.base import ReplyControl, ReplyEvents
+from chatbot_sse.stores.base import IdempotencyRecord, ReplyControl, ReplyEvents
 
 __all__ = ["RedisStore", "from_url"]
 
@@ -99,20 +99,27 @@ class RedisStore:
 
     # --- conversations ----------------------------------------------------------------------
 
-    async def create_conversation(self, conversation_id: str, created_at: float) -> Conversation:
+    async def create_conversation(
+        self, conversation_id: str, created_at: float, owner: str = ""
+    ) -> Conversation:
         keys = self._keys(conversation_id)
         async with self._redis.use():
             created = await self._redis.scripts["create"](
-                keys=[keys.conv], args=[repr(created_at), self._conversation_ttl_ms]
+                keys=[keys.conv], args=[repr(created_at), self._conversation_ttl_ms, owner]
             )
         if not created:
             raise ValueError(f"conversation {conversation_id!r} already exists")
-        return Conversation(conversation_id, created_at)
+        return Conversation(conversation_id, created_at, owner)
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         async with self._redis.use() as client:
-            raw = await client.hget(self._keys(conversation_id).conv, "created_at")
-        return None if raw is None else Conversation(conversation_id, float(raw))
+            raw, owner = await client.hmget(
+                self._keys(conversation_id).conv, ["created_at", "owner"]
+            )
+        if raw is None:
+            return None
+        owner_text = owner.decode() if isinstance(owner, bytes) else owner or ""
+        return Conversation(conversation_id, float(raw), owner_text)
 
     async def append_message(self, message: Message) -> None:
         encoded = layout.encode_message(message)
@@ -221,6 +228,47 @@ class RedisStore:
         async with self._redis.use() as client:
             cancel, reader = await client.hmget(key, ["cancel", "reader"])
         return ReplyControl(cancel is not None, None if reader is None else float(reader))
+
+    # --- guards ----------------------------------------------------------------------------
+
+    async def hit(self, key: str, window_seconds: float, limit: int) -> tuple[bool, float]:
+        counter = layout.guard_key(self.prefix, "rate", key)
+        async with self._redis.use():
+            count, left_ms = await self._redis.scripts["hit"](
+                keys=[counter], args=[_ms(window_seconds)]
+            )
+        return int(count) <= limit, int(left_ms) / 1000
+
+    async def acquire_slot(self, key: str, holder: str, limit: int, lease_seconds: float) -> bool:
+        slots = layout.guard_key(self.prefix, "slots", key)
+        now_ms = round(time.time() * 1000)
+        async with self._redis.use():
+            taken = await self._redis.scripts["acquire"](
+                keys=[slots], args=[holder, limit, now_ms, _ms(lease_seconds)]
+            )
+        return bool(taken)
+
+    async def release_slot(self, key: str, holder: str) -> None:
+        async with self._redis.use() as client:
+            await client.zrem(layout.guard_key(self.prefix, "slots", key), holder)
+
+    async def remember_idempotency(
+        self, key: str, fingerprint: str, ref: str, ttl_seconds: float
+    ) -> IdempotencyRecord | None:
+        record = layout.guard_key(self.prefix, "idem", key)
+        async with self._redis.use():
+            kept = await self._redis.scripts["remember"](
+                keys=[record], args=[f"{fingerprint} {ref}", _ms(ttl_seconds)]
+            )
+        if kept is None:
+            return None
+        text = kept.decode() if isinstance(kept, bytes) else str(kept)
+        kept_fingerprint, _, kept_ref = text.partition(" ")
+        return IdempotencyRecord(kept_fingerprint, kept_ref)
+
+    async def forget_idempotency(self, key: str) -> None:
+        async with self._redis.use() as client:
+            await client.delete(layout.guard_key(self.prefix, "idem", key))
 
 
 def from_url(

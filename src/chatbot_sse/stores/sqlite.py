@@ -48,6 +48,7 @@ from urllib.parse import unquote, urlsplit
 
 from chatbot_sse.domain import Conversation, Message
 from chatbot_sse.errors import ConversationNotFound, StoreUnavailable
+from chatbot_sse.stores import _sqlite_guards as guards
 from chatbot_sse.stores import _sqlite_replies as replies
 from chatbot_sse.stores._retention import PRUNE_EVERY, check_retention
 from chatbot_sse.stores._sqlite_batch import GroupCommit
@@ -60,7 +61,7 @@ from chatbot_sse.stores._sqlite_sql import (
     message_params,
     prepare,
 )
-from chatbot_sse.stores.base import ReplyControl, ReplyEvents
+from chatbot_sse.stores.base import IdempotencyRecord, ReplyControl, ReplyEvents
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "from_url"]
 
@@ -93,6 +94,7 @@ class SQLiteStore:
         self._conn: sqlite3.Connection | None = None  # used only on the executor's thread
         self._closed = False
         self._appends = 0
+        self._guard_calls = 0
         self._changed: asyncio.Event | None = None  # set (and replaced) at each local append
         self._writes = GroupCommit(self._connection)
 
@@ -185,25 +187,27 @@ class SQLiteStore:
 
         return await self._run(query)
 
-    async def create_conversation(self, conversation_id: str, created_at: float) -> Conversation:
+    async def create_conversation(
+        self, conversation_id: str, created_at: float, owner: str = ""
+    ) -> Conversation:
         def insert(conn: sqlite3.Connection) -> None:
             try:
                 conn.execute(
-                    "INSERT INTO conversations (id, created_at) VALUES (?, ?)",
-                    (conversation_id, created_at),
+                    "INSERT INTO conversations (id, created_at, owner) VALUES (?, ?, ?)",
+                    (conversation_id, created_at, owner),
                 )
             except sqlite3.IntegrityError as exc:
                 raise ValueError(f"conversation {conversation_id!r} already exists") from exc
 
         await self._write(insert, durable=True)
-        return Conversation(conversation_id, created_at)
+        return Conversation(conversation_id, created_at, owner)
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         def select(conn: sqlite3.Connection) -> Conversation | None:
             row = conn.execute(
-                "SELECT id, created_at FROM conversations WHERE id = ?", (conversation_id,)
+                "SELECT id, created_at, owner FROM conversations WHERE id = ?", (conversation_id,)
             ).fetchone()
-            return None if row is None else Conversation(row[0], row[1])
+            return None if row is None else Conversation(row[0], row[1], row[2])
 
         return await self._run(select)
 
@@ -301,6 +305,40 @@ class SQLiteStore:
     async def reply_control(self, conversation_id: str, reply_id: str) -> ReplyControl:
         keys, retention = (conversation_id, reply_id), self.event_retention
         return await self._run(lambda conn: replies.control(conn, keys, time.time(), retention))
+
+    # --- guards ------------------------------------------------------------------------------
+    # Counters, not conversation data: they ride in the group commit without forcing an fsync;
+    # each operation is atomic in its batch's `BEGIN IMMEDIATE` transaction.
+
+    async def _guard(self, fn: Callable[[sqlite3.Connection, float], T]) -> T:
+        """Run a guard write with the current time; sweep expired rows now and then."""
+        self._guard_calls += 1
+        if self._guard_calls % PRUNE_EVERY == 0:
+            await self._write(lambda conn: guards.prune(conn, time.time()), durable=False)
+        return await self._write(lambda conn: fn(conn, time.time()), durable=False)
+
+    async def hit(self, key: str, window_seconds: float, limit: int) -> tuple[bool, float]:
+        return await self._guard(
+            lambda conn, now: guards.hit(conn, key, window_seconds, limit, now)
+        )
+
+    async def acquire_slot(self, key: str, holder: str, limit: int, lease_seconds: float) -> bool:
+        return await self._guard(
+            lambda conn, now: guards.acquire(conn, key, holder, limit, lease_seconds, now)
+        )
+
+    async def release_slot(self, key: str, holder: str) -> None:
+        await self._write(lambda conn: guards.release(conn, key, holder), durable=False)
+
+    async def remember_idempotency(
+        self, key: str, fingerprint: str, ref: str, ttl_seconds: float
+    ) -> IdempotencyRecord | None:
+        return await self._guard(
+            lambda conn, now: guards.remember(conn, key, fingerprint, ref, ttl_seconds, now)
+        )
+
+    async def forget_idempotency(self, key: str) -> None:
+        await self._write(lambda conn: guards.forget(conn, key), durable=False)
 
 
 def from_url(
