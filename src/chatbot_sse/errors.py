@@ -20,6 +20,7 @@
     └── EngineError                   engine_error     502  yes
         ├── EngineTimeout             engine_timeout   504  yes
         │   └── UpstreamTimeout       upstream_timeout 504  yes (connect, first token, idle)
+        ├── EngineBusy                engine_busy      503  yes (with Retry-After)
         └── UpstreamError             upstream_error   502  429/5xx/unreachable yes, other 4xx no
             └── UpstreamProtocolError upstream_protocol_error 502 closed early yes, garbage no
 
@@ -31,7 +32,7 @@ longer than `MAX_STREAM_SECONDS`), the reasons a generation is cancelled.
 
 The `Upstream*` errors come from `ENGINE=openai`: the model server behind us
 failed, not this server. `retryable` is set per instance where it depends on
-what the upstream did.
+what the upstream did. `EngineBusy` comes from `ENGINE=local` when its queue is full.
 
 Errors are translated in exactly one place (`api.errors`): into an HTTP status
 and JSON body before a stream starts, into an `event: error` after it has.
@@ -187,3 +188,14 @@ class UpstreamProtocolError(UpstreamError):
     """The upstream's reply was not a well-formed chat-completions stream, or ended early."""
 
     code = "upstream_protocol_error"
+
+
+class EngineBusy(EngineError):
+    """The engine's queue is full (`ENGINE=local`): try again after `retry_after` seconds."""
+
+    code = "engine_busy"
+    status_code = 503
+
+    def __init__(self, message: str, *, retry_after: float = 1.0) -> None:
+        super().__init__(message)
+        self.retry_after = max(1.0, retry_after)

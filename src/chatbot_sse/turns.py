@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from chatbot_sse.domain import (
     new_conversation_id,
     new_message_id,
 )
-from chatbot_sse.engines.base import Engine, StreamResult, open_stream
+from chatbot_sse.engines.base import Engine, Reservation, StreamResult, open_stream, reserve
 from chatbot_sse.errors import ChatError, ConversationNotFound
 from chatbot_sse.observability.metrics import Metrics
 from chatbot_sse.stores.base import Store
@@ -56,6 +57,7 @@ class Turn:
     context: Sequence[Message] | None = None
     """Given: a stateless turn (OpenAI's API without a stored conversation) run on exactly
     these messages; nothing is read from or written to the store."""
+    reservation: Reservation | None = None  # the engine's queue place, held since it began
 
     @classmethod
     def stateless(cls, context: Sequence[Message]) -> Turn:
@@ -120,7 +122,30 @@ class TurnService:
         checks nothing (no API keys: the id is the capability). A new
         conversation gets `create_as` as its id if given, and `owner`; the
         reply gets `reply_id` if given (idempotent requests choose both first).
+
+        A busy engine (`EngineBusy`, 503) is refused first, before anything is stored.
         """
+        reservation = reserve(self.engine)
+        try:
+            turn = await self._begin(text, conversation_id, owner, create_as, reply_id)
+        except BaseException:
+            if reservation is not None:
+                reservation.release()
+            raise
+        return dataclasses.replace(turn, reservation=reservation)
+
+    def begin_stateless(self, context: Sequence[Message]) -> Turn:
+        """A turn on exactly `context`, nothing stored; `EngineBusy` (503) if the engine is full."""
+        return dataclasses.replace(Turn.stateless(context), reservation=reserve(self.engine))
+
+    async def _begin(
+        self,
+        text: str,
+        conversation_id: str | None,
+        owner: str | None,
+        create_as: str | None,
+        reply_id: str | None,
+    ) -> Turn:
         now = time.time()
         new = conversation_id is None
         if conversation_id is None:
@@ -160,7 +185,8 @@ class TurnService:
                 context = turn.context
             seq = 0
             result = StreamResult()
-            async with contextlib.aclosing(open_stream(self.engine, context, result)) as chunks:
+            chunks_of = open_stream(self.engine, context, result, turn.reservation)
+            async with contextlib.aclosing(chunks_of) as chunks:
                 async for chunk in chunks:
                     if not chunk:
                         continue
@@ -176,13 +202,15 @@ class TurnService:
                 turn, reply, MessageStatus.COMPLETE, {"finish_reason": finish_reason}
             )
             usage = _usage(result, context, reply)
-            completed = {
+            completed: dict[str, Any] = {
                 "type": "completed",
                 "content": reply,
                 **base,
                 "finish_reason": finish_reason,
                 "usage": usage.to_json(),
             }
+            if result.dropped_messages is not None:
+                completed["dropped_messages"] = result.dropped_messages
             await emit(TurnEvent("completed", f"{rid}:{seq + 1}", completed))
         except asyncio.CancelledError as exc:
             # The canceller says why: interrupted (nobody came back), cancelled, shutdown.
@@ -212,6 +240,8 @@ class TurnService:
                 turn, parts, "internal_error", "the reply failed unexpectedly", True, emit, base
             )
         finally:
+            if turn.reservation is not None:
+                turn.reservation.release()
             now = time.perf_counter()
             ttft = None if first_chunk_at is None else first_chunk_at - started
             self.metrics.stream_finished(outcome, now - started, ttft, len(parts))

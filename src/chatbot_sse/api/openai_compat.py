@@ -38,14 +38,19 @@ from chatbot_sse.config import Settings
 from chatbot_sse.domain import Message
 from chatbot_sse.engines.base import Engine
 from chatbot_sse.errors import ChatError
-from chatbot_sse.turns import EventSink, Turn, TurnEvent, TurnService
+from chatbot_sse.turns import EventSink, TurnEvent, TurnService
 
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 
 Runner = Callable[[EventSink], Awaitable[None]]
 
 DONE = b"data: [DONE]\n\n"
-_STATUS = {"upstream_timeout": 504, "engine_timeout": 504, "store_unavailable": 503}
+_STATUS = {
+    "upstream_timeout": 504,
+    "engine_timeout": 504,
+    "store_unavailable": 503,
+    "engine_busy": 503,
+}
 _OWNER = "chatbot-sse"
 
 
@@ -151,7 +156,7 @@ async def _runner(
             Message(f"m{index}", "", role, text, now)
             for index, (role, text) in enumerate(parsed.messages)
         ]
-        turn = Turn.stateless(context)
+        turn = service.begin_stateless(context)
     else:
         wanted = None if parsed.conversation_id == NEW_CONVERSATION else parsed.conversation_id
         owner = request_owner(request)

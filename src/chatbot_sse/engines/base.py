@@ -17,7 +17,7 @@ from __future__ import annotations
 import inspect
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 from chatbot_sse.domain import Message
 
@@ -29,6 +29,7 @@ class StreamResult:
     finish_reason: str | None = None  # "stop", "length", "content_filter", ...
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    dropped_messages: int | None = None  # oldest context messages left out to fit the window
 
 
 @runtime_checkable
@@ -58,9 +59,40 @@ class Engine(Protocol):
 
 
 def open_stream(
-    engine: Engine, context: Sequence[Message], result: StreamResult
+    engine: Engine,
+    context: Sequence[Message],
+    result: StreamResult,
+    reservation: Reservation | None = None,
 ) -> AsyncGenerator[str, None]:
-    """`engine.stream(context, result)`, or `engine.stream(context)` for an engine without it."""
+    """`engine.stream(context, result)`, or `engine.stream(context)` for an engine without it.
+
+    With a `reservation` (see `reserve`), the reply takes the queue place held for it.
+    """
+    if reservation is not None:
+        return reservation.stream(context, result)
     if "result" in inspect.signature(engine.stream).parameters:
         return engine.stream(context, result)
     return engine.stream(context)
+
+
+class Reservation(Protocol):
+    """A place held in an engine's queue from before a reply's stream starts until it ends.
+
+    An engine with a bounded queue (the local model) offers `reserve()`, which
+    claims a place at once or raises `EngineBusy`, so a full queue is a clear
+    503 with `Retry-After` instead of an `error` event after a 200. The
+    reservation streams exactly one reply; `release()` gives the place back if
+    that reply never starts (idempotent; a no-op once `stream` has taken it).
+    """
+
+    def stream(
+        self, context: Sequence[Message], result: StreamResult | None = None
+    ) -> AsyncGenerator[str, None]: ...
+
+    def release(self) -> None: ...
+
+
+def reserve(engine: Engine) -> Reservation | None:
+    """`engine.reserve()` for engines with a bounded queue; `None` for the others."""
+    claim = getattr(engine, "reserve", None)
+    return None if claim is None else cast("Reservation", claim())
