@@ -48,7 +48,7 @@ run-dev: install ## Serve with auto-reload and console logs
 run-gunicorn: install ## Serve in production mode: gunicorn with uvicorn workers
 	HOST=$${HOST:-0.0.0.0} PORT=$(PORT) $(VENV)/bin/gunicorn -c gunicorn.conf.py chatbot_sse.main:app
 
-test: dev-install browser ## Run the whole test suite (installs Debian's chromium if missing)
+test: dev-install browser nginx ## Run the whole test suite (installs what it drives: chromium, nginx, wrk, llama-cpp-python)
 	$(PY) -m pytest
 
 test-coverage: dev-install ## Run the tests with a coverage report (htmlcov/)
