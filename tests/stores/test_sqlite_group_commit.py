@@ -75,3 +75,24 @@ async def test_log_only_batches_skip_the_fsync_but_messages_do_not(store: SQLite
     await store.create_conversation(conversation_id, time.time())
     assert "PRAGMA synchronous = FULL" in statements
     assert "PRAGMA synchronous = NORMAL" not in statements
+
+
+async def test_reads_do_not_wait_behind_a_blocked_write(store: SQLiteStore) -> None:
+    """Another process holds the write lock: our write waits, our reads and ping do not."""
+    conversation_id = new_conversation_id()
+    await store.create_conversation(conversation_id, time.time())
+    other = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        pending = asyncio.ensure_future(store.append_message(message(conversation_id, "later")))
+        await asyncio.sleep(0.2)
+        started = time.monotonic()
+        await store.ping()
+        assert await store.history(conversation_id) == []
+        assert time.monotonic() - started < 1.0  # the write waits up to the 5 s busy timeout
+        assert not pending.done()
+        other.execute("COMMIT")
+        await pending
+    finally:
+        other.close()
+    assert [m.content for m in await store.history(conversation_id)] == ["later"]

@@ -52,6 +52,7 @@ from chatbot_sse.stores import _sqlite_guards as guards
 from chatbot_sse.stores import _sqlite_replies as replies
 from chatbot_sse.stores._retention import PRUNE_EVERY, check_retention
 from chatbot_sse.stores._sqlite_batch import GroupCommit
+from chatbot_sse.stores._sqlite_reader import ReadConnection
 from chatbot_sse.stores._sqlite_sql import (
     INSERT_MESSAGE,
     SCHEMA_VERSION,
@@ -98,6 +99,7 @@ class SQLiteStore:
         self._guard_calls = 0
         self._changed: asyncio.Event | None = None  # set (and replaced) at each local append
         self._writes = GroupCommit(self._connection)
+        self._reader = ReadConnection(self.path, busy_timeout_ms)
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:  # open() failed, but writes were queued behind it
@@ -125,6 +127,16 @@ class SQLiteStore:
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
 
+    async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn(connection)` on the read connection; driver errors become StoreUnavailable."""
+        if self._executor is None:
+            state = "closed" if self._closed else "not open"
+            raise StoreUnavailable(f"SQLite store {self.path} is {state}")
+        try:
+            return await self._reader.run(fn)
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
+
     def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         if self._conn is None:  # open() failed, but calls were queued behind it
             raise StoreUnavailable(f"SQLite store {self.path} is not open")
@@ -140,6 +152,7 @@ class SQLiteStore:
         self._executor = executor
         try:
             await asyncio.get_running_loop().run_in_executor(executor, self._connect)
+            await self._reader.open()
         except BaseException as exc:
             self._executor = None
             executor.submit(self._disconnect)
@@ -169,6 +182,7 @@ class SQLiteStore:
             return
         if self._writes.outstanding:  # writes accepted before close are committed first
             await asyncio.wait(set(self._writes.outstanding))
+        await self._reader.close()
         try:
             await asyncio.get_running_loop().run_in_executor(executor, self._disconnect)
         except sqlite3.Error as exc:
@@ -177,7 +191,9 @@ class SQLiteStore:
             executor.shutdown(wait=False)
 
     async def ping(self) -> None:
-        await self._run(lambda conn: conn.execute("SELECT 1 FROM conversations LIMIT 1").fetchall())
+        await self._read(
+            lambda conn: conn.execute("SELECT 1 FROM conversations LIMIT 1").fetchall()
+        )
 
     async def pragmas(self) -> dict[str, Any]:
         """The connection's settings as SQLite reports them, for tests and diagnostics."""
@@ -210,7 +226,7 @@ class SQLiteStore:
             ).fetchone()
             return None if row is None else Conversation(row[0], row[1], row[2])
 
-        return await self._run(select)
+        return await self._read(select)
 
     async def append_message(self, message: Message) -> None:
         params = message_params(message)
@@ -238,7 +254,7 @@ class SQLiteStore:
                 rows = conn.execute(SELECT_NEWEST, (conversation_id, limit))
             return [message_from_row(row) for row in rows]
 
-        return await self._run(select)
+        return await self._read(select)
 
     # --- the reply log ---------------------------------------------------------------------
 
@@ -280,7 +296,7 @@ class SQLiteStore:
         keys, retention = (conversation_id, reply_id), self.event_retention
         deadline = time.monotonic() + wait
         while True:
-            result = await self._run(
+            result = await self._read(
                 lambda conn: replies.read(conn, keys, after_seq, time.time(), retention)
             )
             remaining = deadline - time.monotonic()
@@ -290,7 +306,7 @@ class SQLiteStore:
 
     async def latest_reply(self, conversation_id: str) -> str | None:
         retention = self.event_retention
-        return await self._run(
+        return await self._read(
             lambda conn: replies.latest(conn, conversation_id, time.time(), retention)
         )
 
@@ -305,7 +321,7 @@ class SQLiteStore:
 
     async def reply_control(self, conversation_id: str, reply_id: str) -> ReplyControl:
         keys, retention = (conversation_id, reply_id), self.event_retention
-        return await self._run(lambda conn: replies.control(conn, keys, time.time(), retention))
+        return await self._read(lambda conn: replies.control(conn, keys, time.time(), retention))
 
     # --- guards ------------------------------------------------------------------------------
     # Counters, not conversation data: they ride in the group commit without forcing an fsync;
