@@ -13,7 +13,10 @@ client that drops does not kill it: the reply keeps going for
 
 The flusher also polls the log's control record: a cancel requested through
 another process, and the heartbeat of readers following from another process
-(which keeps the grace window open). Cancelling a generation passes the reason
+(which keeps the grace window open). It heartbeats too (`mark_writer`, every
+`WRITER_HEARTBEAT`), so a follower elsewhere can tell a silent engine from a
+process that died (SIGKILL, OOM) mid-reply and end its stream instead of
+waiting forever (see `api.streaming.LogSource`). Cancelling a generation passes the reason
 (`interrupted`, `cancelled`, `shutdown`, `stream_timeout`) as the
 `CancelledError` message; the turn stores the partial reply and ends the log
 with an `error` event. `max_seconds` (`MAX_STREAM_SECONDS`) bounds every
@@ -36,6 +39,7 @@ log = structlog.get_logger(__name__)
 
 FLUSH_INTERVAL = 0.02  # seconds between batched writes of a reply's events
 CONTROL_INTERVAL = 0.5  # seconds between polls for remote cancel requests and readers
+WRITER_HEARTBEAT = 1.0  # seconds between the generating process's heartbeats in the log
 
 
 class LiveReply:
@@ -164,6 +168,7 @@ class ReplyHub:
     async def _flush_loop(self, live: LiveReply) -> None:
         """Write new frames to the log in batches; watch for remote cancels meanwhile."""
         next_control = time.monotonic() + CONTROL_INTERVAL
+        next_heartbeat = 0.0
         while True:
             if not live.finished:
                 # From what is flushed, not from the end: frames published while the last
@@ -190,8 +195,13 @@ class ReplyHub:
                     await asyncio.sleep(CONTROL_INTERVAL)  # don't hammer a failing store
             if finished:
                 return
-            if time.monotonic() >= next_control:
-                next_control = time.monotonic() + CONTROL_INTERVAL
+            now = time.monotonic()
+            if now >= next_heartbeat:
+                next_heartbeat = now + WRITER_HEARTBEAT
+                with contextlib.suppress(Exception):  # a struggling store: followers will tell
+                    await self.log_store.mark_writer(live.conversation_id, live.reply_id)
+            if now >= next_control:
+                next_control = now + CONTROL_INTERVAL
                 await self._check_control(live)
 
     async def _check_control(self, live: LiveReply) -> None:

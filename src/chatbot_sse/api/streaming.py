@@ -36,7 +36,7 @@ from starlette.types import Receive, Scope, Send
 from chatbot_sse import sse
 from chatbot_sse.errors import StoreUnavailable
 from chatbot_sse.observability.metrics import Metrics
-from chatbot_sse.replies import Generate, LiveReply, ReplyHub
+from chatbot_sse.replies import WRITER_HEARTBEAT, Generate, LiveReply, ReplyHub
 from chatbot_sse.stores.base import ReplyEvents, ReplyLog
 
 log = structlog.get_logger(__name__)
@@ -50,6 +50,7 @@ SSE_HEADERS = [
 MARK_READER_INTERVAL = 1.0  # seconds between reader heartbeats in the log
 LOG_WAIT_CAP = 5.0  # longest single blocking read on the log
 BACKLOG_CHECK_INTERVAL = 0.5  # seconds between backlog checks of a connection
+WRITER_TIMEOUT = 5 * WRITER_HEARTBEAT  # no event and no writer heartbeat this long: it died
 
 
 class FrameSource(Protocol):
@@ -142,7 +143,14 @@ def task_source(generate: Generate, max_seconds: float = 0.0) -> LiveSource:
 
 
 class LogSource:
-    """Replays and follows a reply through the store's log: any worker, any instance."""
+    """Replays and follows a reply through the store's log: any worker, any instance.
+
+    A reply whose generating process died (SIGKILL, OOM, a lost machine) has no
+    terminal event and never will. When no event came for `WRITER_TIMEOUT` and
+    the writer's heartbeat (`ReplyControl.writer_seen_at`) is as old, the
+    follower ends the reply itself: it appends an `error` event `interrupted`
+    (`finished`) to the log, so every other follower and later resume ends too.
+    """
 
     def __init__(
         self,
@@ -159,6 +167,7 @@ class LogSource:
         self.pending = first
         self.done = False
         self.next_heartbeat = 0.0
+        self.progress_at = time.monotonic()  # when the last event came (or the follow began)
 
     async def next_batch(self, patience: float) -> bytes | None:
         if self.done:
@@ -180,11 +189,45 @@ class LogSource:
                 return self._store_failed(exc)
         if result.events:
             self.after_seq = result.events[-1][0]
+            self.progress_at = time.monotonic()
             return b"".join(frame for _, frame in result.events)
         if result.finished or not result.exists:
             self.done = True
             return None
+        if time.monotonic() - self.progress_at >= WRITER_TIMEOUT:
+            return await self._end_if_orphaned()
         return b""
+
+    async def _end_if_orphaned(self) -> bytes:
+        """b"" while the writer heartbeats; else the `interrupted` event that ends the reply."""
+        try:
+            control = await self.log.reply_control(self.conversation_id, self.reply_id)
+        except Exception:
+            return b""  # cannot tell: keep following (a store failure ends it by itself)
+        seen = control.writer_seen_at
+        if seen is not None and time.time() - seen < WRITER_TIMEOUT:
+            self.progress_at = time.monotonic() - WRITER_TIMEOUT + WRITER_HEARTBEAT
+            return b""
+        seq = self.after_seq + 1
+        error = {
+            "code": "interrupted",
+            "message": "the process generating this reply stopped",
+            "retryable": True,
+        }
+        data = {
+            "type": "error",
+            "error": error,
+            "conversation_id": self.conversation_id,
+            "message_id": self.reply_id,
+        }
+        frame = sse.encode_event("error", f"{self.reply_id}:{seq}", data)
+        log.warning("reply_orphaned", conversation_id=self.conversation_id, reply_id=self.reply_id)
+        with contextlib.suppress(Exception):
+            await self.log.append_events(
+                self.conversation_id, self.reply_id, [(seq, frame)], finished=True
+            )
+        self.done = True
+        return frame
 
     def _store_failed(self, exc: StoreUnavailable) -> bytes:
         """The `error` event ending a follow whose store failed; the reply may still be going

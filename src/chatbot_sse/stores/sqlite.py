@@ -303,6 +303,10 @@ class SQLiteStore:
         keys = (conversation_id, reply_id)
         await self._write(lambda conn: replies.set_reader(conn, keys, time.time()), durable=False)
 
+    async def mark_writer(self, conversation_id: str, reply_id: str) -> None:
+        keys = (conversation_id, reply_id)
+        await self._write(lambda conn: replies.set_writer(conn, keys, time.time()), durable=False)
+
     async def reply_control(self, conversation_id: str, reply_id: str) -> ReplyControl:
         keys, retention = (conversation_id, reply_id), self.event_retention
         return await self._run(lambda conn: replies.control(conn, keys, time.time(), retention))
