@@ -9,15 +9,47 @@ import httpx
 from livesupport import Event, ServerProcess, Stream, parse_sse
 
 
-def open_chat(server: ServerProcess, message: str, conversation_id: str = "") -> socket.socket:
-    """POST /chat on a raw socket (HTTP/1.1, keep-alive)."""
-    body = f"message={message.replace(' ', '+')}&conversation_id={conversation_id}".encode()
-    sock = socket.create_connection(("127.0.0.1", server.port))
-    sock.sendall(
-        b"POST /chat HTTP/1.1\r\nHost: test\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-    )
-    return sock
+class RawStream:
+    """POST /chat on a raw socket (HTTP/1.1): the test decides when to read and when to stop."""
+
+    def __init__(self, server: ServerProcess, message: str, conversation_id: str = "") -> None:
+        body = f"message={message.replace(' ', '+')}&conversation_id={conversation_id}".encode()
+        self.sock = socket.create_connection(("127.0.0.1", server.port))
+        self.sock.sendall(
+            b"POST /chat HTTP/1.1\r\nHost: test\r\n"
+            b"Content-Type: application/x-www-form-urlencoded\r\n"
+            b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        self.raw = b""
+
+    def events(self) -> list[Event]:
+        """The complete events received so far."""
+        payload = dechunk(self.raw)
+        return parse_sse(payload[: payload.rfind(b"\n\n") + 2])[0]
+
+    def until(self, marker: bytes, count: int = 1) -> list[Event]:
+        """Read until `marker` came `count` times."""
+        while self.raw.count(marker) < count:
+            data = self.sock.recv(65536)
+            assert data, f"server closed the stream early: {self.raw[-500:]!r}"
+            self.raw += data
+        return self.events()
+
+    def to_end(self, timeout: float = 30) -> list[Event]:
+        """Read to the end of the response (its last chunk) or of the connection."""
+        self.sock.settimeout(timeout)
+        while not self.raw.endswith(b"\r\n0\r\n\r\n"):
+            try:
+                data = self.sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not data:
+                break
+            self.raw += data
+        return self.events()
+
+    def close(self) -> None:
+        self.sock.close()
 
 
 def dechunk(raw: bytes) -> bytes:
@@ -32,32 +64,6 @@ def dechunk(raw: bytes) -> bytes:
             break
         body = rest[size + 2 :]
     return payload
-
-
-def read_until(sock: socket.socket, marker: bytes, count: int = 1) -> list[Event]:
-    """Read until `marker` came `count` times; the complete events so far."""
-    raw = b""
-    while raw.count(marker) < count:
-        data = sock.recv(65536)
-        assert data, f"server closed the stream early: {raw[-500:]!r}"
-        raw += data
-    payload = dechunk(raw)
-    return parse_sse(payload[: payload.rfind(b"\n\n") + 2])[0]
-
-
-def read_all(sock: socket.socket, timeout: float = 30) -> bytes:
-    """Read to the end of the response (the terminating chunk) or the connection."""
-    sock.settimeout(timeout)
-    raw = b""
-    while not raw.endswith(b"\r\n0\r\n\r\n"):
-        try:
-            data = sock.recv(65536)
-        except ConnectionResetError:
-            break
-        if not data:
-            break
-        raw += data
-    return raw
 
 
 def resume(server: ServerProcess, cid: str, last_id: str | None) -> Stream:

@@ -32,6 +32,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from chatbot_sse.draining import Handoff
 from chatbot_sse.observability.metrics import Metrics
 from chatbot_sse.stores.base import ReplyLog
 
@@ -119,6 +120,8 @@ class ReplyHub:
         self.by_conversation: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.closing = False
+        self.draining = False  # SIGTERM came: /health says 503, streams are handed off soon
+        self.handoff = Handoff()
 
     async def start(self, conversation_id: str, reply_id: str, generate: Generate) -> LiveReply:
         """Begin generating a reply in a task of its own; returns it with one reader attached.
@@ -262,6 +265,23 @@ class ReplyHub:
     def live_reply_of(self, conversation_id: str) -> LiveReply | None:
         reply_id = self.by_conversation.get(conversation_id)
         return None if reply_id is None else self.live.get(reply_id)
+
+    def drain(self, handoff_after: float) -> None:
+        """Shutdown began: let replies finish for `handoff_after` seconds, then hand off the rest."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info("draining", replies=len(self.live), handoff_after_s=handoff_after)
+        asyncio.get_running_loop().call_later(handoff_after, self.hand_off)
+
+    def hand_off(self) -> None:
+        """End every stream with `reconnect` first, then stop what is still generating."""
+        if self.handoff.fired:
+            return
+        log.info("handoff", replies=len(self.live))
+        self.handoff.fire()
+        for live in list(self.live.values()):
+            self.cancel(live, "shutdown")
 
     async def close(self, drain_seconds: float = 10.0) -> None:
         """At shutdown: stop what is still generating and wait for its cleanup."""

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import httpx
 
 from livesupport import ServerProcess, post_chat
-from shutdownsupport import open_chat, read_until, resume
+from shutdownsupport import RawStream, resume
 
 
 def log_lines(server: ServerProcess, event: str) -> list[dict[str, object]]:
@@ -38,19 +38,14 @@ def test_sigkill_mid_reply_keeps_the_message_and_the_conversation(
     start_server: Callable[..., ServerProcess],
 ) -> None:
     server = start_server("gunicorn", WORKERS="2", TOKEN_DELAY="0.05")
-    sock = open_chat(server, "Tell me a story")
+    stream = RawStream(server, "Tell me a story")
     try:
-        events = read_until(sock, b"event: message", 3)
+        events = stream.until(b"event: message", 3)
         cid = events[0].data["conversation_id"]
-        reply_id = events[0].data["message_id"]
-        os.kill(worker_of(server, reply_id), signal.SIGKILL)
-        sock.settimeout(10)
-        while sock.recv(65536):  # the connection dies with its worker
-            pass
-    except (TimeoutError, ConnectionResetError):
-        pass
+        os.kill(worker_of(server, events[0].data["message_id"]), signal.SIGKILL)
+        stream.to_end(timeout=10)  # the connection dies with its worker
     finally:
-        sock.close()
+        stream.close()
 
     history = httpx.get(f"{server.url}/conversations/{cid}/history", timeout=10).json()
     assert [m["content"] for m in history["messages"] if m["role"] == "user"] == ["Tell me a story"]

@@ -19,12 +19,18 @@ Two bounds protect the server from readers that do not keep up:
   stalled reader: its stream is closed without a terminal event, so the client
   can resume from its last event id;
 - `max_seconds`: no connection outlives this (a stalled send included).
+
+A stream given a `handoff` ends when its draining worker fires it: the
+writer stops, a `reconnect` event with `retry:` jittered around `retry_ms`
+(so a fleet's clients do not all come back at once) goes out, and the
+response completes; the client resumes elsewhere from its Last-Event-ID.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -34,6 +40,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from chatbot_sse import sse
+from chatbot_sse.draining import Handoff
 from chatbot_sse.errors import StoreUnavailable
 from chatbot_sse.observability.metrics import Metrics
 from chatbot_sse.replies import WRITER_HEARTBEAT, Generate, LiveReply, ReplyHub
@@ -280,6 +287,8 @@ class EventStreamResponse(Response):
         max_backlog: int = 0,
         max_seconds: float = 0.0,
         on_close: Callable[[], Awaitable[None]] | None = None,
+        handoff: Handoff | None = None,
+        retry_ms: int = 1000,
     ) -> None:
         self.status_code = 200
         self.source = source
@@ -289,11 +298,14 @@ class EventStreamResponse(Response):
         self.max_backlog = max_backlog  # 0: unbounded
         self.max_seconds = max_seconds  # 0: unbounded
         self.on_close = on_close
+        self.handoff = handoff
+        self.retry_ms = retry_ms
         self.extra_headers = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
         self.background = None
         self.pings = 0
         self.blocked = 0.0
-        self.cut: str | None = None  # why the server ended the stream early: slow_reader, expired
+        # why the server ended the stream early: slow_reader, expired, shutdown
+        self.cut: str | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -317,11 +329,16 @@ class EventStreamResponse(Response):
                     timers[-1] = loop.call_later(BACKLOG_CHECK_INTERVAL, check)
 
             timers.append(loop.call_later(BACKLOG_CHECK_INTERVAL, check))
+        unregister = None
+        if self.handoff is not None:
+            unregister = self.handoff.register(lambda: self._cut(writer, "shutdown"))
         disconnected = False
         try:
             await asyncio.wait((writer, watcher), return_when=asyncio.FIRST_COMPLETED)
             disconnected = watcher.done() and not writer.done()
         finally:
+            if unregister is not None:
+                unregister()
             for timer in timers:
                 timer.cancel()
             for task in (writer, watcher):
@@ -332,12 +349,20 @@ class EventStreamResponse(Response):
                         await task
                     except OSError:
                         disconnected = True  # the client vanished mid-send
+            if self.cut == "shutdown" and not disconnected:
+                await self._send_reconnect(send)
             await self._release()
             self.metrics.connection_ended(self.pings, self.blocked, disconnected)
             if self.cut is not None:
                 # uvicorn may add "returned without completing response": that is this cut.
                 log.warning("stream_cut", reason=self.cut, backlog_bytes=self.source.backlog())
                 self.metrics.stream_cut(self.cut)
+
+    async def _send_reconnect(self, send: Send) -> None:
+        retry_ms = round(self.retry_ms * random.uniform(0.5, 1.5))  # noqa: S311 - jitter, not crypto
+        frame = sse.encode_reconnect(retry_ms, "shutdown")
+        with contextlib.suppress(OSError):
+            await send({"type": "http.response.body", "body": frame, "more_body": False})
 
     async def _release(self) -> None:
         try:
