@@ -98,6 +98,7 @@ class SQLiteStore:
         self._guard_calls = 0
         self._changed: asyncio.Event | None = None  # set (and replaced) at each local append
         self._writes = GroupCommit(self._connection)
+        self._write_failing = False  # the last write failed: `ping` probes with a write
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:  # open() failed, but writes were queued behind it
@@ -110,9 +111,13 @@ class SQLiteStore:
             state = "closed" if self._closed else "not open"
             raise StoreUnavailable(f"SQLite store {self.path} is {state}")
         try:
-            return await self._writes.submit(self._executor, fn, durable)
+            result = await self._writes.submit(self._executor, fn, durable)
         except (sqlite3.Error, OSError) as exc:
+            if not isinstance(exc, sqlite3.IntegrityError):
+                self._write_failing = True
             raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
+        self._write_failing = False
+        return result
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(connection)` on the store's thread; driver errors become StoreUnavailable."""
@@ -177,7 +182,15 @@ class SQLiteStore:
             executor.shutdown(wait=False)
 
     async def ping(self) -> None:
+        """A read; while writes fail (read-only, disk full, I/O errors), also a write.
+
+        A file that still reads but no longer takes writes must say so (`/health`
+        degraded), and the first write that succeeds again says it recovered.
+        """
         await self._run(lambda conn: conn.execute("SELECT 1 FROM conversations LIMIT 1").fetchall())
+        if self._write_failing:
+            probe = f"PRAGMA user_version = {SCHEMA_VERSION}"
+            await self._write(lambda conn: conn.execute(probe), durable=False)
 
     async def pragmas(self) -> dict[str, Any]:
         """The connection's settings as SQLite reports them, for tests and diagnostics."""
