@@ -16,7 +16,8 @@ another process, and the heartbeat of readers following from another process
 (which keeps the grace window open). It heartbeats too (`mark_writer`, every
 `WRITER_HEARTBEAT`), so a follower elsewhere can tell a silent engine from a
 process that died (SIGKILL, OOM) mid-reply and end its stream instead of
-waiting forever (see `api.streaming.LogSource`). Cancelling a generation passes the reason
+waiting forever (see `api.streaming.LogSource`). Appends count as heartbeats, so
+a reply whose tokens flow costs no extra write. Cancelling a generation passes the reason
 (`interrupted`, `cancelled`, `shutdown`, `stream_timeout`) as the
 `CancelledError` message; the turn stores the partial reply and ends the log
 with an `error` event. `max_seconds` (`MAX_STREAM_SECONDS`) bounds every
@@ -171,7 +172,8 @@ class ReplyHub:
     async def _flush_loop(self, live: LiveReply) -> None:
         """Write new frames to the log in batches; watch for remote cancels meanwhile."""
         next_control = time.monotonic() + CONTROL_INTERVAL
-        next_heartbeat = 0.0
+        # `start` has just appended; an append is a heartbeat too: while tokens flow, none is sent
+        next_heartbeat = time.monotonic() + WRITER_HEARTBEAT
         while True:
             if not live.finished:
                 # From what is flushed, not from the end: frames published while the last
@@ -188,6 +190,7 @@ class ReplyHub:
                         live.conversation_id, live.reply_id, batch, finished=finished
                     )
                     live.flushed = end
+                    next_heartbeat = time.monotonic() + WRITER_HEARTBEAT
                 except Exception:
                     log.warning("reply_log_write_failed", reply_id=live.reply_id, exc_info=True)
                     # The store may come back empty (a Redis restarted without its data):

@@ -7,6 +7,7 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 
@@ -65,3 +66,20 @@ def test_sigkill_mid_reply_keeps_the_message_and_the_conversation(
     history = httpx.get(f"{server.url}/conversations/{cid}/history", timeout=10).json()
     users = [m["content"] for m in history["messages"] if m["role"] == "user"]
     assert users == ["Tell me a story", "Are you back?"]
+
+
+def test_a_silent_but_living_generator_is_not_taken_for_dead(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """Its heartbeats keep a follower elsewhere waiting through a long silence."""
+    env = {"STORE_URL": f"sqlite:///{tmp_path}/shared.db", "RESPONSE_DELAY": "6.5"}
+    generating = start_server(**env)
+    following = start_server(**env)
+    stream = RawStream(generating, "Hello")
+    try:
+        connected = stream.until(b"event: connected")[0]
+        followed = resume(following, connected.data["conversation_id"], connected.id)
+    finally:
+        stream.close()
+    assert followed.status == 200
+    assert followed.last.event == "completed", followed.raw[-300:]
