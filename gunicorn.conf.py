@@ -23,7 +23,9 @@ worker_class = "chatbot_sse.workers.UvicornWorker"
 worker_connections = 1000
 timeout = 30  # heartbeat: the event loop is never blocked, so a live worker always answers
 keepalive = 2
-graceful_timeout = 30  # streams in flight get this long to finish on SIGTERM / HUP
+# On SIGTERM / HUP, streams in flight get DRAIN_SECONDS to finish, then are handed off
+# (`reconnect`); the rest of the graceful timeout is for the cleanup after that.
+graceful_timeout = int(_settings.drain_seconds) + 10
 max_requests = 0
 preload_app = False
 accesslog = None  # the app logs requests itself; uvicorn's access log is noise under load

@@ -41,6 +41,9 @@ class Settings(BaseSettings):
     conversation_ttl_seconds: float = Field(default=0, ge=0)  # 0: keep conversations forever
     event_retention_seconds: float = Field(default=300, gt=0)  # replay window after a reply ends
     disconnect_grace_seconds: float = Field(default=30, ge=0)  # generation outlives its client
+    # On SIGTERM, replies in flight get this long to finish before their streams are handed off
+    # (`reconnect`); gunicorn's graceful_timeout is set 10 s above it (gunicorn.conf.py).
+    drain_seconds: float = Field(default=20, ge=0)
     engine: EngineName = "simulated"
 
     openai_base_url: str = "http://127.0.0.1:8080/v1"

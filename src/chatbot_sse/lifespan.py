@@ -7,6 +7,9 @@ A store that `reconnects` (Redis) and is unreachable at start does not stop
 the worker from booting: it starts degraded (`/health` 503, store calls 503
 `store_unavailable`) and keeps trying to open the store in the background, so
 a fleet restarted while Redis is down comes back by itself.
+
+SIGTERM starts the `ReplyHub`'s draining at once (see `draining`), long
+before uvicorn runs this lifespan's shutdown.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from fastapi import FastAPI
 
 from chatbot_sse.api.limits import StreamGate
 from chatbot_sse.config import Settings
+from chatbot_sse.draining import on_sigterm
 from chatbot_sse.engines import create_engine
 from chatbot_sse.errors import StoreUnavailable
 from chatbot_sse.observability.metrics import Metrics
@@ -90,10 +94,12 @@ def make_lifespan(
                 )
                 app.state.replies = replies
                 app.state.gate = StreamGate.from_settings(store, metrics, settings)
+                unhook = on_sigterm(lambda: replies.drain(settings.drain_seconds))
                 log.info("started", store=store.backend, engine=engine.name)
                 try:
                     yield
                 finally:
+                    unhook()
                     await replies.close()
             finally:
                 await engine.close()

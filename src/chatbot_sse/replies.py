@@ -13,7 +13,11 @@ client that drops does not kill it: the reply keeps going for
 
 The flusher also polls the log's control record: a cancel requested through
 another process, and the heartbeat of readers following from another process
-(which keeps the grace window open). Cancelling a generation passes the reason
+(which keeps the grace window open). It heartbeats too (`mark_writer`, every
+`WRITER_HEARTBEAT`), so a follower elsewhere can tell a silent engine from a
+process that died (SIGKILL, OOM) mid-reply and end its stream instead of
+waiting forever (see `api.streaming.LogSource`). Appends count as heartbeats, so
+a reply whose tokens flow costs no extra write. Cancelling a generation passes the reason
 (`interrupted`, `cancelled`, `shutdown`, `stream_timeout`) as the
 `CancelledError` message; the turn stores the partial reply and ends the log
 with an `error` event. `max_seconds` (`MAX_STREAM_SECONDS`) bounds every
@@ -29,6 +33,7 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from chatbot_sse.draining import Handoff
 from chatbot_sse.observability.metrics import Metrics
 from chatbot_sse.stores.base import ReplyLog
 
@@ -36,6 +41,7 @@ log = structlog.get_logger(__name__)
 
 FLUSH_INTERVAL = 0.02  # seconds between batched writes of a reply's events
 CONTROL_INTERVAL = 0.5  # seconds between polls for remote cancel requests and readers
+WRITER_HEARTBEAT = 1.0  # seconds between the generating process's heartbeats in the log
 
 
 class LiveReply:
@@ -115,6 +121,8 @@ class ReplyHub:
         self.by_conversation: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.closing = False
+        self.draining = False  # SIGTERM came: /health says 503, streams are handed off soon
+        self.handoff = Handoff()
 
     async def start(self, conversation_id: str, reply_id: str, generate: Generate) -> LiveReply:
         """Begin generating a reply in a task of its own; returns it with one reader attached.
@@ -164,6 +172,8 @@ class ReplyHub:
     async def _flush_loop(self, live: LiveReply) -> None:
         """Write new frames to the log in batches; watch for remote cancels meanwhile."""
         next_control = time.monotonic() + CONTROL_INTERVAL
+        # `start` has just appended; an append is a heartbeat too: while tokens flow, none is sent
+        next_heartbeat = time.monotonic() + WRITER_HEARTBEAT
         while True:
             if not live.finished:
                 # From what is flushed, not from the end: frames published while the last
@@ -180,6 +190,7 @@ class ReplyHub:
                         live.conversation_id, live.reply_id, batch, finished=finished
                     )
                     live.flushed = end
+                    next_heartbeat = time.monotonic() + WRITER_HEARTBEAT
                 except Exception:
                     log.warning("reply_log_write_failed", reply_id=live.reply_id, exc_info=True)
                     # The store may come back empty (a Redis restarted without its data):
@@ -190,8 +201,13 @@ class ReplyHub:
                     await asyncio.sleep(CONTROL_INTERVAL)  # don't hammer a failing store
             if finished:
                 return
-            if time.monotonic() >= next_control:
-                next_control = time.monotonic() + CONTROL_INTERVAL
+            now = time.monotonic()
+            if now >= next_heartbeat:
+                next_heartbeat = now + WRITER_HEARTBEAT
+                with contextlib.suppress(Exception):  # a struggling store: followers will tell
+                    await self.log_store.mark_writer(live.conversation_id, live.reply_id)
+            if now >= next_control:
+                next_control = now + CONTROL_INTERVAL
                 await self._check_control(live)
 
     async def _check_control(self, live: LiveReply) -> None:
@@ -252,6 +268,23 @@ class ReplyHub:
     def live_reply_of(self, conversation_id: str) -> LiveReply | None:
         reply_id = self.by_conversation.get(conversation_id)
         return None if reply_id is None else self.live.get(reply_id)
+
+    def drain(self, handoff_after: float) -> None:
+        """Shutdown began: let replies finish for `handoff_after` seconds, then hand off the rest."""
+        if self.draining:
+            return
+        self.draining = True
+        log.info("draining", replies=len(self.live), handoff_after_s=handoff_after)
+        asyncio.get_running_loop().call_later(handoff_after, self.hand_off)
+
+    def hand_off(self) -> None:
+        """End every stream with `reconnect` first, then stop what is still generating."""
+        if self.handoff.fired:
+            return
+        log.info("handoff", replies=len(self.live))
+        self.handoff.fire()
+        for live in list(self.live.values()):
+            self.cancel(live, "shutdown")
 
     async def close(self, drain_seconds: float = 10.0) -> None:
         """At shutdown: stop what is still generating and wait for its cleanup."""

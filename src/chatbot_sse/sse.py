@@ -48,3 +48,13 @@ def encode_unnumbered(event: str, data: dict[str, Any]) -> bytes:
     reply), not part of the reply: a reconnect must resume where it was.
     """
     return b"".join((b"event: ", event.encode(), b"\ndata: ", orjson.dumps(data), b"\n\n"))
+
+
+def encode_reconnect(retry_ms: int, reason: str) -> bytes:
+    """`retry:` and an unnumbered `reconnect` event: come back (elsewhere) in `retry_ms`.
+
+    Sent by a draining server just before it closes a stream; the client's
+    Last-Event-ID stays at the last real event, so its resume continues there.
+    """
+    data = {"type": "reconnect", "reason": reason, "retry_ms": retry_ms}
+    return retry_field(retry_ms) + encode_unnumbered("reconnect", data)

@@ -176,6 +176,7 @@ class TurnService:
         first_chunk_at: float | None = None
         outcome = "completed"
         self.metrics.stream_started()
+        log.info("turn_started", conversation_id=turn.conversation_id, message_id=rid)
         try:
             await emit(TurnEvent("connected", f"{rid}:0", {"type": "connected", **base}))
             context: Sequence[Message]

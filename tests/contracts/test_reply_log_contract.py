@@ -70,7 +70,8 @@ async def test_unknown_reply(store: Store) -> None:
     assert await store.read_events(conversation_id, reply_id) == ReplyEvents(
         [(0, b"new")], False, True
     )
-    assert await store.reply_control(conversation_id, reply_id) == ReplyControl(False, None)
+    control = await store.reply_control(conversation_id, reply_id)
+    assert (control.cancel_requested, control.reader_seen_at) == (False, None)
 
 
 async def test_events_come_back_in_order_after_seq(store: Store) -> None:
@@ -194,7 +195,8 @@ async def test_latest_reply_follows_new_replies(store: Store) -> None:
 async def test_cancel_and_reader_round_trip(store: Store) -> None:
     conversation_id, reply_id = ids()
     await store.append_events(conversation_id, reply_id, frames(reply_id, range(1)))
-    assert await store.reply_control(conversation_id, reply_id) == ReplyControl(False, None)
+    control = await store.reply_control(conversation_id, reply_id)
+    assert (control.cancel_requested, control.reader_seen_at) == (False, None)
     before = time.time()
     await store.mark_reader(conversation_id, reply_id)
     control = await store.reply_control(conversation_id, reply_id)
@@ -212,6 +214,23 @@ async def test_cancel_and_reader_round_trip(store: Store) -> None:
     assert later.reader_seen_at is not None
     assert later.reader_seen_at > control.reader_seen_at
     assert later.cancel_requested
+
+
+async def test_writer_heartbeat(store: Store) -> None:
+    """Appends and `mark_writer` are the generating process's signs of life; never after the end."""
+    conversation_id, reply_id = ids()
+    await store.mark_writer(conversation_id, reply_id)  # unknown: ignored
+    assert (await store.reply_control(conversation_id, reply_id)).writer_seen_at is None
+    before = time.time()
+    await store.append_events(conversation_id, reply_id, frames(reply_id, range(1)))
+    appended = (await store.reply_control(conversation_id, reply_id)).writer_seen_at
+    assert appended is not None
+    assert before - 0.01 <= appended <= time.time() + 0.01
+    await asyncio.sleep(0.01)
+    await store.mark_writer(conversation_id, reply_id)
+    marked = (await store.reply_control(conversation_id, reply_id)).writer_seen_at
+    assert marked is not None
+    assert marked > appended
 
 
 async def test_control_of_an_unknown_reply_is_ignored(store: Store) -> None:
@@ -384,7 +403,8 @@ async def test_finished_replies_expire_after_retention(short_lived: Store) -> No
     assert await store.read_events(conversation_id, reply_id) == ReplyEvents(
         [(0, b"new")], False, True
     )
-    assert await store.reply_control(conversation_id, reply_id) == ReplyControl(False, None)
+    control = await store.reply_control(conversation_id, reply_id)
+    assert (control.cancel_requested, control.reader_seen_at) == (False, None)
 
 
 async def test_unfinished_replies_outlive_retention(short_lived: Store) -> None:

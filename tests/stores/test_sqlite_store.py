@@ -137,8 +137,11 @@ async def test_lock_held_past_busy_timeout_is_store_unavailable(db_path: Path) -
         with write_lock_held(db_path):
             with pytest.raises(StoreUnavailable, match="locked"):
                 await store.create_conversation(new_conversation_id(), T0)
-            await store.ping()  # WAL: reads don't wait for the writer
-        conversation_id = new_conversation_id()  # and the store recovers once the lock is gone
+            assert len(await store.history(new_conversation_id())) == 0  # WAL: reads still work
+            with pytest.raises(StoreUnavailable, match="locked"):
+                await store.ping()  # but writes fail, so /health says degraded
+        await store.ping()  # the store recovers once the lock is gone
+        conversation_id = new_conversation_id()
         await store.create_conversation(conversation_id, T0)
         await store.append_message(message(conversation_id, "after"))
         assert len(await store.history(conversation_id)) == 1

@@ -115,6 +115,8 @@ async def chat(request: Request) -> EventStreamResponse:
         max_backlog=settings.stream_backlog_bytes,
         max_seconds=connection_seconds(settings),
         on_close=release,
+        handoff=state.replies.handoff,
+        retry_ms=settings.sse_retry_ms,
     )
 
 

@@ -33,12 +33,15 @@ async def _store_state(store: Store) -> dict[str, Any]:
 
 @router.get("/health", summary="Liveness and the state of the store and engine")
 async def health(request: Request) -> JSONResponse:
+    """200 `ok`; 503 `degraded` (the store is down) or `draining` (shutting down: send no more)."""
     store: Store = request.app.state.store
     engine: Engine = request.app.state.engine
+    draining = request.app.state.replies.draining
     store_state = await _store_state(store)
-    healthy = store_state["status"] == "ok"
+    healthy = store_state["status"] == "ok" and not draining
+    status = "draining" if draining else "ok" if healthy else "degraded"
     body = {
-        "status": "ok" if healthy else "degraded",
+        "status": status,
         "version": __version__,
         "store": store_state,
         "engine": await engine.health(),

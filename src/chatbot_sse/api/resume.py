@@ -109,6 +109,8 @@ async def resume(
         max_backlog=settings.stream_backlog_bytes,
         max_seconds=connection_seconds(settings),
         on_close=release,
+        handoff=hub.handoff,
+        retry_ms=settings.sse_retry_ms,
     )
 
 

@@ -19,12 +19,18 @@ Two bounds protect the server from readers that do not keep up:
   stalled reader: its stream is closed without a terminal event, so the client
   can resume from its last event id;
 - `max_seconds`: no connection outlives this (a stalled send included).
+
+A stream given a `handoff` ends when its draining worker fires it: the
+writer stops, a `reconnect` event with `retry:` jittered around `retry_ms`
+(so a fleet's clients do not all come back at once) goes out, and the
+response completes; the client resumes elsewhere from its Last-Event-ID.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Protocol
@@ -34,9 +40,10 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from chatbot_sse import sse
+from chatbot_sse.draining import Handoff
 from chatbot_sse.errors import StoreUnavailable
 from chatbot_sse.observability.metrics import Metrics
-from chatbot_sse.replies import Generate, LiveReply, ReplyHub
+from chatbot_sse.replies import WRITER_HEARTBEAT, Generate, LiveReply, ReplyHub
 from chatbot_sse.stores.base import ReplyEvents, ReplyLog
 
 log = structlog.get_logger(__name__)
@@ -50,6 +57,7 @@ SSE_HEADERS = [
 MARK_READER_INTERVAL = 1.0  # seconds between reader heartbeats in the log
 LOG_WAIT_CAP = 5.0  # longest single blocking read on the log
 BACKLOG_CHECK_INTERVAL = 0.5  # seconds between backlog checks of a connection
+WRITER_TIMEOUT = 5 * WRITER_HEARTBEAT  # no event and no writer heartbeat this long: it died
 
 
 class FrameSource(Protocol):
@@ -142,7 +150,14 @@ def task_source(generate: Generate, max_seconds: float = 0.0) -> LiveSource:
 
 
 class LogSource:
-    """Replays and follows a reply through the store's log: any worker, any instance."""
+    """Replays and follows a reply through the store's log: any worker, any instance.
+
+    A reply whose generating process died (SIGKILL, OOM, a lost machine) has no
+    terminal event and never will. When no event came for `WRITER_TIMEOUT` and
+    the writer's heartbeat (`ReplyControl.writer_seen_at`) is as old, the
+    follower ends the reply itself: it appends an `error` event `interrupted`
+    (`finished`) to the log, so every other follower and later resume ends too.
+    """
 
     def __init__(
         self,
@@ -159,6 +174,7 @@ class LogSource:
         self.pending = first
         self.done = False
         self.next_heartbeat = 0.0
+        self.progress_at = time.monotonic()  # when the last event came (or the follow began)
 
     async def next_batch(self, patience: float) -> bytes | None:
         if self.done:
@@ -180,11 +196,45 @@ class LogSource:
                 return self._store_failed(exc)
         if result.events:
             self.after_seq = result.events[-1][0]
+            self.progress_at = time.monotonic()
             return b"".join(frame for _, frame in result.events)
         if result.finished or not result.exists:
             self.done = True
             return None
+        if time.monotonic() - self.progress_at >= WRITER_TIMEOUT:
+            return await self._end_if_orphaned()
         return b""
+
+    async def _end_if_orphaned(self) -> bytes:
+        """b"" while the writer heartbeats; else the `interrupted` event that ends the reply."""
+        try:
+            control = await self.log.reply_control(self.conversation_id, self.reply_id)
+        except Exception:
+            return b""  # cannot tell: keep following (a store failure ends it by itself)
+        seen = control.writer_seen_at
+        if seen is not None and time.time() - seen < WRITER_TIMEOUT:
+            self.progress_at = time.monotonic() - WRITER_TIMEOUT + WRITER_HEARTBEAT
+            return b""
+        seq = self.after_seq + 1
+        error = {
+            "code": "interrupted",
+            "message": "the process generating this reply stopped",
+            "retryable": True,
+        }
+        data = {
+            "type": "error",
+            "error": error,
+            "conversation_id": self.conversation_id,
+            "message_id": self.reply_id,
+        }
+        frame = sse.encode_event("error", f"{self.reply_id}:{seq}", data)
+        log.warning("reply_orphaned", conversation_id=self.conversation_id, reply_id=self.reply_id)
+        with contextlib.suppress(Exception):
+            await self.log.append_events(
+                self.conversation_id, self.reply_id, [(seq, frame)], finished=True
+            )
+        self.done = True
+        return frame
 
     def _store_failed(self, exc: StoreUnavailable) -> bytes:
         """The `error` event ending a follow whose store failed; the reply may still be going
@@ -237,6 +287,8 @@ class EventStreamResponse(Response):
         max_backlog: int = 0,
         max_seconds: float = 0.0,
         on_close: Callable[[], Awaitable[None]] | None = None,
+        handoff: Handoff | None = None,
+        retry_ms: int = 1000,
     ) -> None:
         self.status_code = 200
         self.source = source
@@ -246,11 +298,14 @@ class EventStreamResponse(Response):
         self.max_backlog = max_backlog  # 0: unbounded
         self.max_seconds = max_seconds  # 0: unbounded
         self.on_close = on_close
+        self.handoff = handoff
+        self.retry_ms = retry_ms
         self.extra_headers = [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
         self.background = None
         self.pings = 0
         self.blocked = 0.0
-        self.cut: str | None = None  # why the server ended the stream early: slow_reader, expired
+        # why the server ended the stream early: slow_reader, expired, shutdown
+        self.cut: str | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -274,11 +329,16 @@ class EventStreamResponse(Response):
                     timers[-1] = loop.call_later(BACKLOG_CHECK_INTERVAL, check)
 
             timers.append(loop.call_later(BACKLOG_CHECK_INTERVAL, check))
+        unregister = None
+        if self.handoff is not None:
+            unregister = self.handoff.register(lambda: self._cut(writer, "shutdown"))
         disconnected = False
         try:
             await asyncio.wait((writer, watcher), return_when=asyncio.FIRST_COMPLETED)
             disconnected = watcher.done() and not writer.done()
         finally:
+            if unregister is not None:
+                unregister()
             for timer in timers:
                 timer.cancel()
             for task in (writer, watcher):
@@ -289,12 +349,20 @@ class EventStreamResponse(Response):
                         await task
                     except OSError:
                         disconnected = True  # the client vanished mid-send
+            if self.cut == "shutdown" and not disconnected:
+                await self._send_reconnect(send)
             await self._release()
             self.metrics.connection_ended(self.pings, self.blocked, disconnected)
             if self.cut is not None:
                 # uvicorn may add "returned without completing response": that is this cut.
                 log.warning("stream_cut", reason=self.cut, backlog_bytes=self.source.backlog())
                 self.metrics.stream_cut(self.cut)
+
+    async def _send_reconnect(self, send: Send) -> None:
+        retry_ms = round(self.retry_ms * random.uniform(0.5, 1.5))  # noqa: S311 - jitter, not crypto
+        frame = sse.encode_reconnect(retry_ms, "shutdown")
+        with contextlib.suppress(OSError):
+            await send({"type": "http.response.body", "body": frame, "more_body": False})
 
     async def _release(self) -> None:
         try:

@@ -163,7 +163,9 @@ for i = 6, #ARGV, 2 do
     last = seq
   end
 end
-redis.call('HSET', KEYS[2], 'last', string.format('%d', last))
+local now = redis.call('TIME')  -- an append is the writer's sign of life too
+redis.call('HSET', KEYS[2], 'last', string.format('%d', last),
+  'writer', string.format('%d.%06d', now[1], now[2]))
 local ttl = ARGV[3]
 if ARGV[2] == '1' then
   redis.call('XADD', KEYS[1], '1-0', 'end', '1')

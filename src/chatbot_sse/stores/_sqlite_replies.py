@@ -137,14 +137,23 @@ def set_reader(conn: sqlite3.Connection, keys: tuple[str, str], now: float) -> N
     )
 
 
+def set_writer(conn: sqlite3.Connection, keys: tuple[str, str], now: float) -> None:
+    """The writer's heartbeat is `updated_at`, which appends also move (so is the expiry)."""
+    conn.execute(
+        "UPDATE replies SET updated_at = ?"
+        " WHERE conversation_id = ? AND reply_id = ? AND finished_at IS NULL",
+        (now, *keys),
+    )
+
+
 def control(
     conn: sqlite3.Connection, keys: tuple[str, str], now: float, retention: float
 ) -> ReplyControl:
     row = conn.execute(
-        f"SELECT cancel_requested, reader_seen_at, NOT {EXPIRED} FROM replies"  # noqa: S608 - constant
+        f"SELECT cancel_requested, reader_seen_at, NOT {EXPIRED}, updated_at FROM replies"  # noqa: S608 - constant
         " WHERE conversation_id = ? AND reply_id = ?",
         (*_limits(now, retention), *keys),
     ).fetchone()
     if row is None or not row[2]:
         return ReplyControl(cancel_requested=False, reader_seen_at=None)
-    return ReplyControl(cancel_requested=bool(row[0]), reader_seen_at=row[1])
+    return ReplyControl(cancel_requested=bool(row[0]), reader_seen_at=row[1], writer_seen_at=row[3])

@@ -37,6 +37,9 @@ class ReplyControl:
 
     cancel_requested: bool
     reader_seen_at: float | None  # time.time() of the last `mark_reader`, None if never
+    # time.time() of the generating process's last sign of life (`append_events` or
+    # `mark_writer`), None if never: a follower tells a dead generator from a silent one by it.
+    writer_seen_at: float | None = None
 
 
 @runtime_checkable
@@ -78,8 +81,11 @@ class ReplyLog(Protocol):
     async def mark_reader(self, conversation_id: str, reply_id: str) -> None:
         """Record that a client is reading the reply now (resets the grace window)."""
 
+    async def mark_writer(self, conversation_id: str, reply_id: str) -> None:
+        """Record that the process generating the reply is alive (its flusher's heartbeat)."""
+
     async def reply_control(self, conversation_id: str, reply_id: str) -> ReplyControl:
-        """The cancel flag and the last reader heartbeat of a reply."""
+        """The cancel flag and the last reader and writer heartbeats of a reply."""
 
 
 @dataclass(slots=True, frozen=True)

@@ -53,6 +53,7 @@ class _Reply:
     finished_at: float | None = None
     cancel_requested: bool = False
     reader_seen_at: float | None = None
+    writer_seen_at: float | None = None
     changed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
     def kept(self, now: float, retention: float) -> bool:
@@ -182,6 +183,7 @@ class MemoryStore:
                 reply.events.append((seq, bytes(frame)))
                 reply.last_seq = seq
         reply.touched = now
+        reply.writer_seen_at = time.time()
         if finished:
             reply.finished_at = now
         reply.wake()
@@ -226,12 +228,18 @@ class MemoryStore:
         if reply is not None:
             reply.reader_seen_at = time.time()
 
+    async def mark_writer(self, conversation_id: str, reply_id: str) -> None:
+        self._check_open()
+        reply = self._reply(conversation_id, reply_id)
+        if reply is not None:
+            reply.writer_seen_at = time.time()
+
     async def reply_control(self, conversation_id: str, reply_id: str) -> ReplyControl:
         self._check_open()
         reply = self._reply(conversation_id, reply_id)
         if reply is None:
             return ReplyControl(cancel_requested=False, reader_seen_at=None)
-        return ReplyControl(reply.cancel_requested, reply.reader_seen_at)
+        return ReplyControl(reply.cancel_requested, reply.reader_seen_at, reply.writer_seen_at)
 
     # --- guards ------------------------------------------------------------------------------
 

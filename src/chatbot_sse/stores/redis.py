@@ -224,11 +224,18 @@ class RedisStore:
     async def mark_reader(self, conversation_id: str, reply_id: str) -> None:
         await self._set_control(conversation_id, reply_id, "reader", repr(time.time()))
 
+    async def mark_writer(self, conversation_id: str, reply_id: str) -> None:
+        await self._set_control(conversation_id, reply_id, "writer", repr(time.time()))
+
     async def reply_control(self, conversation_id: str, reply_id: str) -> ReplyControl:
         key = self._keys(conversation_id).control(reply_id)
         async with self._redis.use() as client:
-            cancel, reader = await client.hmget(key, ["cancel", "reader"])
-        return ReplyControl(cancel is not None, None if reader is None else float(reader))
+            cancel, reader, writer = await client.hmget(key, ["cancel", "reader", "writer"])
+        return ReplyControl(
+            cancel is not None,
+            None if reader is None else float(reader),
+            None if writer is None else float(writer),
+        )
 
     # --- guards ----------------------------------------------------------------------------
 

@@ -100,6 +100,7 @@ class SQLiteStore:
         self._changed: asyncio.Event | None = None  # set (and replaced) at each local append
         self._writes = GroupCommit(self._connection)
         self._reader = ReadConnection(self.path, busy_timeout_ms)
+        self._write_failing = False  # the last write failed: `ping` probes with a write
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:  # open() failed, but writes were queued behind it
@@ -112,9 +113,13 @@ class SQLiteStore:
             state = "closed" if self._closed else "not open"
             raise StoreUnavailable(f"SQLite store {self.path} is {state}")
         try:
-            return await self._writes.submit(self._executor, fn, durable)
+            result = await self._writes.submit(self._executor, fn, durable)
         except (sqlite3.Error, OSError) as exc:
+            if not isinstance(exc, sqlite3.IntegrityError):
+                self._write_failing = True
             raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
+        self._write_failing = False
+        return result
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(connection)` on the store's thread; driver errors become StoreUnavailable."""
@@ -191,9 +196,17 @@ class SQLiteStore:
             executor.shutdown(wait=False)
 
     async def ping(self) -> None:
+        """A read; while writes fail (read-only, disk full, I/O errors), also a write.
+
+        A file that still reads but no longer takes writes must say so (`/health`
+        degraded), and the first write that succeeds again says it recovered.
+        """
         await self._read(
             lambda conn: conn.execute("SELECT 1 FROM conversations LIMIT 1").fetchall()
         )
+        if self._write_failing:
+            probe = f"PRAGMA user_version = {SCHEMA_VERSION}"
+            await self._write(lambda conn: conn.execute(probe), durable=False)
 
     async def pragmas(self) -> dict[str, Any]:
         """The connection's settings as SQLite reports them, for tests and diagnostics."""
@@ -318,6 +331,10 @@ class SQLiteStore:
     async def mark_reader(self, conversation_id: str, reply_id: str) -> None:
         keys = (conversation_id, reply_id)
         await self._write(lambda conn: replies.set_reader(conn, keys, time.time()), durable=False)
+
+    async def mark_writer(self, conversation_id: str, reply_id: str) -> None:
+        keys = (conversation_id, reply_id)
+        await self._write(lambda conn: replies.set_writer(conn, keys, time.time()), durable=False)
 
     async def reply_control(self, conversation_id: str, reply_id: str) -> ReplyControl:
         keys, retention = (conversation_id, reply_id), self.event_retention
