@@ -13,7 +13,7 @@ from chatbot_sse.api import idempotency
 from chatbot_sse.api.access import client_identity, request_owner
 from chatbot_sse.api.body import ChatRequest, parse_chat_request
 from chatbot_sse.api.limits import StreamGate, connection_seconds
-from chatbot_sse.api.streaming import EventStreamResponse, FrameSource, hub_source
+from chatbot_sse.api.streaming import EVENT_SCHEMA, EventStreamResponse, FrameSource, hub_source
 from chatbot_sse.config import Settings
 from chatbot_sse.domain import new_conversation_id, new_message_id
 from chatbot_sse.errors import IdempotencyKeyReused
@@ -66,7 +66,7 @@ def encoded_turn(service: TurnService, turn: Turn, retry_ms: int) -> Generate:
     response_class=EventStreamResponse,
     status_code=200,
     responses={
-        200: {"content": {"text/event-stream": {"example": _SSE_EXAMPLE}}},
+        200: {"content": {"text/event-stream": {"schema": EVENT_SCHEMA, "example": _SSE_EXAMPLE}}},
         401: {"description": "API key missing or invalid (when API_KEYS is set)"},
         404: {"description": "Unknown conversation_id (or another API key's)"},
         409: {"description": "Idempotency-Key reused with another body, or still starting"},

@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from fastapi import APIRouter, Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import JSONResponse, PlainTextResponse, Response
 
 from chatbot_sse import __version__
 from chatbot_sse.engines.base import Engine
@@ -31,7 +31,11 @@ async def _store_state(store: Store) -> dict[str, Any]:
     return {"backend": store.backend, "status": "ok", "latency_ms": latency_ms}
 
 
-@router.get("/health", summary="Liveness and the state of the store and engine")
+@router.get(
+    "/health",
+    summary="Liveness and the state of the store and engine",
+    responses={503: {"description": "Draining, or the store is degraded (same JSON body)"}},
+)
 async def health(request: Request) -> JSONResponse:
     """200 `ok`; 503 `degraded` (the store is down) or `draining` (shutting down: send no more)."""
     store: Store = request.app.state.store
@@ -49,7 +53,15 @@ async def health(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=200 if healthy else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics, aggregated over all workers")
+@router.get(
+    "/metrics",
+    summary="Prometheus metrics, aggregated over all workers",
+    response_class=PlainTextResponse,
+    responses={
+        200: {"content": {"text/plain": {"schema": {"type": "string"}}}},
+        401: {"description": "API key missing or invalid (when API_KEYS is set)"},
+    },
+)
 async def metrics(request: Request) -> Response:
     collected: Metrics = request.app.state.metrics
     payload, content_type = await asyncio.to_thread(collected.render)

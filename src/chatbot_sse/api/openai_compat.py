@@ -33,7 +33,7 @@ from chatbot_sse.api.openai_body import (
     CompletionRequest,
     parse_completion_request,
 )
-from chatbot_sse.api.streaming import EventStreamResponse, task_source
+from chatbot_sse.api.streaming import EVENT_SCHEMA, EventStreamResponse, task_source
 from chatbot_sse.config import Settings
 from chatbot_sse.domain import Message
 from chatbot_sse.engines.base import Engine
@@ -189,6 +189,20 @@ _REQUEST_SCHEMA: dict[str, Any] = {
     "/chat/completions",
     summary="OpenAI-compatible chat completion, streamed (SSE) or whole",
     response_model=None,
+    responses={
+        200: {
+            "description": "The completion as JSON, or as SSE chunks with `stream: true`",
+            "content": {"text/event-stream": {"schema": EVENT_SCHEMA}},
+        },
+        400: {"description": "Invalid request (OpenAI's error shape)"},
+        401: {"description": "API key missing or invalid (when API_KEYS is set)"},
+        404: {"description": "Unknown conversation_id (or another API key's)"},
+        413: {"description": "Body too large"},
+        415: {"description": "Unsupported media type"},
+        422: {"description": "Invalid input"},
+        429: {"description": "Rate or concurrent-stream limit; see Retry-After"},
+        503: {"description": "Store unavailable, or this server is at its stream limit"},
+    },
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -241,7 +255,12 @@ async def models(request: Request) -> dict[str, Any]:
     return {"object": "list", "data": [_model(request.app.state.engine)]}
 
 
-@router.get("/models/{model:path}", summary="One model", response_model=None)
+@router.get(
+    "/models/{model:path}",
+    summary="One model",
+    response_model=None,
+    responses={404: {"description": "No such model (OpenAI's error shape)"}},
+)
 async def model(model: str, request: Request) -> Response:
     described = _model(request.app.state.engine)
     if model != described["id"]:

@@ -21,7 +21,13 @@ from chatbot_sse import sse
 from chatbot_sse.api.access import client_identity, request_owner
 from chatbot_sse.api.conversations import require_conversation
 from chatbot_sse.api.limits import StreamGate, connection_seconds
-from chatbot_sse.api.streaming import EventStreamResponse, FrameSource, LogSource, hub_source
+from chatbot_sse.api.streaming import (
+    EVENT_SCHEMA,
+    EventStreamResponse,
+    FrameSource,
+    LogSource,
+    hub_source,
+)
 from chatbot_sse.config import Settings
 from chatbot_sse.errors import InvalidInput, NotFound
 from chatbot_sse.observability.metrics import Metrics
@@ -48,6 +54,7 @@ def parse_event_id(value: str) -> tuple[str, int]:
     response_class=EventStreamResponse,
     status_code=200,
     responses={
+        200: {"content": {"text/event-stream": {"schema": EVENT_SCHEMA}}},
         204: {"description": "Nothing left to send: the reply has ended"},
         404: {"description": "Unknown conversation or reply"},
         410: {"description": "The reply's events have expired; its stored message is included"},

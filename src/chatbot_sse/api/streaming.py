@@ -54,6 +54,20 @@ SSE_HEADERS = [
     (b"x-accel-buffering", b"no"),
 ]
 
+EVENT_SCHEMA: dict[str, object] = {
+    "type": "object",
+    "description": "One Server-Sent Event of the stream; `data` is a JSON object.",
+    "required": ["data"],
+    "properties": {
+        "event": {"type": "string"},
+        "id": {"type": "string"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "retry": {"type": "integer", "minimum": 0},
+    },
+}
+"""What an event-stream response is in OpenAPI: one event, as OpenAPI 3.2's `itemSchema`
+describes it (fuzzers and code generators read the schema per event, not as one string)."""
+
 MARK_READER_INTERVAL = 1.0  # seconds between reader heartbeats in the log
 LOG_WAIT_CAP = 5.0  # longest single blocking read on the log
 BACKLOG_CHECK_INTERVAL = 0.5  # seconds between backlog checks of a connection
