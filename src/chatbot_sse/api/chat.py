@@ -12,6 +12,7 @@ from chatbot_sse import sse
 from chatbot_sse.api import idempotency
 from chatbot_sse.api.access import client_identity, request_owner
 from chatbot_sse.api.body import ChatRequest, parse_chat_request
+from chatbot_sse.api.errors import STREAM_ERROR_RESPONSES
 from chatbot_sse.api.limits import StreamGate, connection_seconds
 from chatbot_sse.api.streaming import EVENT_SCHEMA, EventStreamResponse, FrameSource, hub_source
 from chatbot_sse.config import Settings
@@ -67,14 +68,8 @@ def encoded_turn(service: TurnService, turn: Turn, retry_ms: int) -> Generate:
     status_code=200,
     responses={
         200: {"content": {"text/event-stream": {"schema": EVENT_SCHEMA, "example": _SSE_EXAMPLE}}},
-        401: {"description": "API key missing or invalid (when API_KEYS is set)"},
-        404: {"description": "Unknown conversation_id (or another API key's)"},
         409: {"description": "Idempotency-Key reused with another body, or still starting"},
-        413: {"description": "Body or message too large"},
-        415: {"description": "Unsupported media type"},
-        422: {"description": "Invalid input"},
-        429: {"description": "Rate or concurrent-stream limit; see Retry-After"},
-        503: {"description": "Store unavailable, or this server is at its stream limit"},
+        **STREAM_ERROR_RESPONSES,
     },
     openapi_extra={
         "requestBody": {

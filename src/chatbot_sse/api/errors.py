@@ -40,6 +40,18 @@ _HTTP_CODES = {
 }
 
 
+STREAM_ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "API key missing or invalid (when API_KEYS is set)"},
+    404: {"description": "Unknown conversation_id (or another API key's)"},
+    413: {"description": "Body or message too large"},
+    415: {"description": "Unsupported media type"},
+    422: {"description": "Invalid input"},
+    429: {"description": "Rate or concurrent-stream limit; see Retry-After"},
+    503: {"description": "Store unavailable, or this server is at its stream limit"},
+}
+"""What an endpoint that starts a reply can answer before its stream starts (OpenAPI)."""
+
+
 def error_response(
     status: int, code: str, message: str, headers: dict[str, str] | None = None
 ) -> JSONResponse:

@@ -26,7 +26,11 @@ from starlette.responses import JSONResponse, Response
 
 from chatbot_sse.api.access import client_identity, request_owner
 from chatbot_sse.api.body import read_body
-from chatbot_sse.api.errors import chat_error_response, openai_error_response
+from chatbot_sse.api.errors import (
+    STREAM_ERROR_RESPONSES,
+    chat_error_response,
+    openai_error_response,
+)
 from chatbot_sse.api.limits import StreamGate, connection_seconds
 from chatbot_sse.api.openai_body import (
     NEW_CONVERSATION,
@@ -195,13 +199,7 @@ _REQUEST_SCHEMA: dict[str, Any] = {
             "content": {"text/event-stream": {"schema": EVENT_SCHEMA}},
         },
         400: {"description": "Invalid request (OpenAI's error shape)"},
-        401: {"description": "API key missing or invalid (when API_KEYS is set)"},
-        404: {"description": "Unknown conversation_id (or another API key's)"},
-        413: {"description": "Body too large"},
-        415: {"description": "Unsupported media type"},
-        422: {"description": "Invalid input"},
-        429: {"description": "Rate or concurrent-stream limit; see Retry-After"},
-        503: {"description": "Store unavailable, or this server is at its stream limit"},
+        **STREAM_ERROR_RESPONSES,
     },
     openapi_extra={
         "requestBody": {
