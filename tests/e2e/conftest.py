@@ -36,26 +36,13 @@ from playwright.sync_api import (
     Dialog,
     Locator,
     Page,
-    Playwright,
     expect,
-    sync_playwright,
 )
+
+from browsersupport import browser, playwright  # noqa: F401 - fixtures used below
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-# Without the background-networking flags Chromium phones home at start-up, and on a closed
-# network those refused connections stall it; QUIC and the GPU are of no use headless.
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 TIMEOUT_MS = 10_000
 expect.set_options(timeout=TIMEOUT_MS)
 
@@ -184,28 +171,8 @@ def cutting_proxy(web_server: str) -> Iterator[CuttingProxy]:
     proxy.close()
 
 
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    """Playwright, per module: its sync API marks an event loop as running in this thread
-    until it stops, which would break the async tests of modules run after this one."""
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    with sync_playwright() as pw:
-        yield pw
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-    yield browser
-    browser.close()
-
-
 @pytest.fixture
-def context(browser: Browser, web_server: str) -> Iterator[BrowserContext]:
+def context(browser: Browser, web_server: str) -> Iterator[BrowserContext]:  # noqa: F811 - the imported fixture
     """A fresh browser profile: empty localStorage, desktop-sized, light by default."""
     context = browser.new_context(
         base_url=web_server, viewport={"width": 1200, "height": 800}, color_scheme="light"

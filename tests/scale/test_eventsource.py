@@ -12,32 +12,20 @@ EventSource reconnects once more, gets 204, and stops for good.
 from __future__ import annotations
 
 import contextlib
-import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, sync_playwright
+from playwright.sync_api import Browser, Page
 
+from browsersupport import browser, playwright  # noqa: F401 - fixtures used below
 from livesupport import ServerProcess
 from scalesupport import metric, read_then_cut
 
-CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 RETRY_MS = 200
 
 PAGE_SCRIPT = """
@@ -149,27 +137,8 @@ def _nth(data: bytes, needle: bytes, n: int) -> int | None:
     return at
 
 
-@pytest.fixture(scope="module")
-def playwright() -> Iterator[Playwright]:
-    """Per module: the sync API holds an event loop in this thread while it runs."""
-    if not CHROMIUM.exists():
-        reason = f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
-    with sync_playwright() as pw:
-        yield pw
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-    yield browser
-    browser.close()
-
-
 @pytest.fixture
-def page_at(browser: Browser) -> Iterator[Callable[[str], Page]]:
+def page_at(browser: Browser) -> Iterator[Callable[[str], Page]]:  # noqa: F811 - the imported fixture
     """A blank page whose origin is `base_url` (served by Playwright, not the network)."""
     context = browser.new_context()
 
