@@ -10,7 +10,6 @@ Bounded to a few examples per operation so the suite stays quick; raise
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,23 +27,6 @@ from schemathesis.checks import (
 from livesupport import ServerProcess
 
 MAX_EXAMPLES = int(os.environ.get("SCHEMATHESIS_MAX_EXAMPLES", "15"))
-
-
-@pytest.fixture(scope="module")
-def fuzzed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    tmp = tmp_path_factory.mktemp("fuzz")
-    proc = ServerProcess(
-        {
-            "STORE_URL": f"sqlite:///{tmp}/chat.db",
-            "RESPONSE_DELAY": "0",
-            "TOKEN_DELAY": "0",
-            "KEEPALIVE_SECONDS": "15",
-        }
-    )
-    proc.log_path = tmp / "server.log"
-    proc.start()
-    yield proc
-    proc.stop()
 
 
 CHECKS = [
@@ -71,10 +53,10 @@ def fuzz(operation: Any, mode: GenerationMode) -> None:
 
 @pytest.mark.parametrize("mode", [GenerationMode.POSITIVE, GenerationMode.NEGATIVE])
 def test_no_server_errors_and_answers_match_the_schema(
-    fuzzed_server: ServerProcess, mode: GenerationMode
+    server: ServerProcess, mode: GenerationMode
 ) -> None:
     # Driven by hand: schemathesis' pytest plugin (`from_fixture`) does not run on pytest 9.
-    schema = schemathesis.openapi.from_url(fuzzed_server.url + "/openapi.json")
+    schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
     assert len(operations) >= 8
     failures: list[str] = []
