@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
@@ -60,6 +61,18 @@ async def _keep_opening(store: Store) -> None:
         return
 
 
+def _freeze_startup_objects() -> None:
+    """Move everything alive after start-up out of the garbage collector's sight.
+
+    Modules, the app, pydantic and FastAPI's structures never die, yet every
+    full collection walked them all: tens of milliseconds, at the 99th
+    percentile of every reply (docs/bench.md). Frozen, they are skipped; what
+    requests allocate is collected as before.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 def make_lifespan(
     settings: Settings, metrics: Metrics
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
@@ -96,6 +109,7 @@ def make_lifespan(
                 app.state.gate = StreamGate.from_settings(store, metrics, settings)
                 unhook = on_sigterm(lambda: replies.drain(settings.drain_seconds))
                 log.info("started", store=store.backend, engine=engine.name)
+                _freeze_startup_objects()
                 try:
                     yield
                 finally:

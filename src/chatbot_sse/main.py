@@ -7,12 +7,12 @@ the route table, so importing it before a fork is safe.
 
 from __future__ import annotations
 
-from fastapi import FastAPI
 from starlette.middleware.cors import CORSMiddleware
 
 from chatbot_sse import __version__
 from chatbot_sse.api import chat, conversations, health, openai_compat, pages, resume
 from chatbot_sse.api.access import AccessMiddleware, ApiKeys
+from chatbot_sse.api.direct import ChatbotApp
 from chatbot_sse.api.errors import install_error_handlers
 from chatbot_sse.api.headers import SecurityHeadersMiddleware
 from chatbot_sse.config import Settings
@@ -22,11 +22,11 @@ from chatbot_sse.observability.logging import configure_logging
 from chatbot_sse.observability.metrics import Metrics
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None) -> ChatbotApp:
     settings = settings or Settings()
     configure_logging(settings.log_level, settings.debug)
     metrics = Metrics(settings.prometheus_multiproc_dir)
-    app = FastAPI(
+    app = ChatbotApp(
         title="chatbot-sse",
         version=__version__,
         description="A chat server that streams replies as Server-Sent Events.",
@@ -42,6 +42,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(health.router)
     app.include_router(pages.router)
     app.include_router(openai_compat.router)
+    app.direct(
+        chat.router, "POST", "/chat"
+    )  # every reply starts here: skip FastAPI's per-request work
     # Outermost last. All pure ASGI: none of them may buffer a stream or hide a disconnect.
     keys = ApiKeys(settings.api_key_list())
     app.add_middleware(

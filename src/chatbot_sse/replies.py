@@ -9,7 +9,11 @@ client that drops does not kill it: the reply keeps going for
   event), which the original connection and same-worker resumes read without
   any I/O;
 - the store's `ReplyLog`, in batches every `FLUSH_INTERVAL` (group commit),
-  so another worker or instance can replay and follow it.
+  so another worker or instance can replay and follow it. The last batch goes
+  with the reply itself (`Store.finish_turn`, called by the turn's finisher
+  before its terminal event is published), and a reply that ends within
+  `FLUSH_INTERVAL` (a fast engine) costs no other write: its flusher is only
+  started once the reply has lasted that long.
 
 The flusher also polls the log's control record: a cancel requested through
 another process, and the heartbeat of readers following from another process
@@ -33,9 +37,10 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from chatbot_sse.domain import Message
 from chatbot_sse.draining import Handoff
 from chatbot_sse.observability.metrics import Metrics
-from chatbot_sse.stores.base import ReplyLog
+from chatbot_sse.stores.base import Store
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +59,7 @@ class LiveReply:
         "flushed",
         "frames",
         "grace_timer",
+        "logged_end",
         "readers",
         "reply_id",
         "size",
@@ -67,6 +73,7 @@ class LiveReply:
         self.size = 0  # bytes of all frames: how far a reader can fall behind is measured in it
         self.finished = False
         self.flushed = 0  # frames[:flushed] are in the store's log
+        self.logged_end = False  # the log has the terminal frame and is marked finished
         self.readers = 0
         self.task: asyncio.Task[None] | None = None
         self.grace_timer: asyncio.TimerHandle | None = None
@@ -99,8 +106,13 @@ class LiveReply:
         return True
 
 
-Generate = Callable[[Callable[[bytes], Awaitable[None]]], Awaitable[None]]
-"""Runs a reply, awaiting the callback with each encoded frame (see `api.chat`)."""
+FrameWrite = Callable[[bytes], Awaitable[None]]
+"""Takes one encoded frame of a reply."""
+FrameFinish = Callable[[bytes, Message], Awaitable[None]]
+"""Takes a reply's terminal frame with the reply to store; raises if it could not be stored."""
+Generate = Callable[[FrameWrite, FrameFinish], Awaitable[None]]
+"""Runs a reply, passing each frame to the first callback and the terminal one, with the
+reply to store, to the second (see `api.chat`)."""
 
 
 class ReplyHub:
@@ -108,7 +120,7 @@ class ReplyHub:
 
     def __init__(
         self,
-        log_store: ReplyLog,
+        log_store: Store,
         metrics: Metrics,
         grace_seconds: float,
         max_seconds: float = 0.0,
@@ -124,14 +136,13 @@ class ReplyHub:
         self.draining = False  # SIGTERM came: /health says 503, streams are handed off soon
         self.handoff = Handoff()
 
-    async def start(self, conversation_id: str, reply_id: str, generate: Generate) -> LiveReply:
+    def start(self, conversation_id: str, reply_id: str, generate: Generate) -> LiveReply:
         """Begin generating a reply in a task of its own; returns it with one reader attached.
 
-        The reply is entered in the log (empty, as the conversation's latest) before
-        anything of it is generated: once a client has seen any of it, a resume or a
-        cancel through any process finds it. A store failure here is still an HTTP error.
+        The reply must already be in the log (`Store.begin_turn` entered it, empty, as the
+        conversation's latest): once a client has seen any of it, a resume or a cancel
+        through any process finds it.
         """
-        await self.log_store.append_events(conversation_id, reply_id, [])
         live = LiveReply(conversation_id, reply_id)
         live.readers = 1
         self.live[reply_id] = live
@@ -149,22 +160,41 @@ class ReplyHub:
         async def write(frame: bytes) -> None:
             live.publish(frame)
 
-        flusher = asyncio.ensure_future(self._flush_loop(live))
+        async def finish(frame: bytes, reply: Message) -> None:
+            end = len(live.frames)
+            events = [(seq, live.frames[seq]) for seq in range(live.flushed, end)]
+            events.append((end, frame))
+            await self.log_store.finish_turn(reply, events)
+            live.flushed = end + 1
+            live.logged_end = True
+            live.publish(frame)
+
+        loop = asyncio.get_running_loop()
+        flusher: asyncio.Task[None] | None = None
+
+        def start_flusher() -> None:
+            nonlocal flusher
+            flusher = asyncio.ensure_future(self._flush_loop(live))
+
+        later = loop.call_later(FLUSH_INTERVAL, start_flusher)
         deadline = None
         if self.max_seconds > 0:
-            loop = asyncio.get_running_loop()
             deadline = loop.call_later(self.max_seconds, self.cancel, live, "stream_timeout")
         try:
-            await generate(write)
+            await generate(write, finish)
         except asyncio.CancelledError:
             pass  # the turn has stored the partial reply and emitted the terminal event
         finally:
+            later.cancel()
             if deadline is not None:
                 deadline.cancel()
             live.finish()
             if live.grace_timer is not None:
                 live.grace_timer.cancel()
-            await flusher
+            if flusher is not None:
+                await flusher
+            elif not live.logged_end:  # ended early without `finish` (its store failed)
+                await self._flush_loop(live)
             self.live.pop(live.reply_id, None)
             if self.by_conversation.get(live.conversation_id) == live.reply_id:
                 del self.by_conversation[live.conversation_id]
@@ -175,6 +205,8 @@ class ReplyHub:
         # `start` has just appended; an append is a heartbeat too: while tokens flow, none is sent
         next_heartbeat = time.monotonic() + WRITER_HEARTBEAT
         while True:
+            if live.logged_end:
+                return
             if not live.finished:
                 # From what is flushed, not from the end: frames published while the last
                 # write was under way must not wait for the next one (or the next poll).
@@ -189,7 +221,7 @@ class ReplyHub:
                     await self.log_store.append_events(
                         live.conversation_id, live.reply_id, batch, finished=finished
                     )
-                    live.flushed = end
+                    live.flushed = max(live.flushed, end)  # `finish` may have gone further
                     next_heartbeat = time.monotonic() + WRITER_HEARTBEAT
                 except Exception:
                     log.warning("reply_log_write_failed", reply_id=live.reply_id, exc_info=True)

@@ -29,7 +29,7 @@ from chatbot_sse.domain import (
     new_message_id,
 )
 from chatbot_sse.engines.base import Engine, Reservation, StreamResult, open_stream, reserve
-from chatbot_sse.errors import ChatError, ConversationNotFound
+from chatbot_sse.errors import ChatError
 from chatbot_sse.observability.metrics import Metrics
 from chatbot_sse.stores.base import Store
 
@@ -47,6 +47,12 @@ class TurnEvent:
 
 EventSink = Callable[[TurnEvent], Awaitable[None]]
 
+ReplyFinisher = Callable[[TurnEvent, Message], Awaitable[None]]
+"""Stores a turn's reply (complete or partial) and delivers its terminal event, in that
+order: `completed` must never reach a client for a reply that is not stored. A finisher
+that owns the reply's log (`ReplyHub`) writes both in one store call; `store_then_emit`
+is the plain version. Raises if the reply could not be stored."""
+
 
 @dataclass(slots=True, frozen=True)
 class Turn:
@@ -58,6 +64,8 @@ class Turn:
     """Given: a stateless turn (OpenAI's API without a stored conversation) run on exactly
     these messages; nothing is read from or written to the store."""
     reservation: Reservation | None = None  # the engine's queue place, held since it began
+    history: Sequence[Message] | None = None
+    """A stored turn's context, read when it began (the newest MAX_HISTORY_LENGTH messages)."""
 
     @classmethod
     def stateless(cls, context: Sequence[Message]) -> Turn:
@@ -150,26 +158,36 @@ class TurnService:
         new = conversation_id is None
         if conversation_id is None:
             conversation_id = create_as or new_conversation_id()
-            await self.store.create_conversation(conversation_id, now, owner or "")
-        else:
-            found = await self.store.get_conversation(conversation_id)
-            if found is None or (owner is not None and found.owner != owner):
-                raise ConversationNotFound(f"conversation {conversation_id} does not exist")
         user_message = Message(new_message_id(), conversation_id, Role.USER, text, now)
-        await self.store.append_message(user_message)
+        reply_id = reply_id or new_message_id()
+        history = await self.store.begin_turn(
+            user_message, reply_id, create=new, owner=owner, history_limit=self.max_history
+        )
         if self.log_content:
             log.info("user_message", conversation_id=conversation_id, content=text)
-        return Turn(conversation_id, user_message, reply_id or new_message_id(), new)
+        return Turn(conversation_id, user_message, reply_id, new, history=history)
 
-    async def run(self, turn: Turn, emit: EventSink) -> None:
+    def store_then_emit(self, emit: EventSink) -> ReplyFinisher:
+        """The finisher of a sink that keeps no log: `append_message`, then `emit`."""
+
+        async def finish(event: TurnEvent, reply: Message) -> None:
+            await self.store.append_message(reply)
+            await emit(event)
+
+        return finish
+
+    async def run(self, turn: Turn, emit: EventSink, finish: ReplyFinisher | None = None) -> None:
         """Generate the reply, emitting `connected`, `message`…, then `completed` or `error`.
 
+        A stored turn's terminal event goes through `finish` with the reply to
+        store (default: `store_then_emit(emit)`); a stateless turn's through `emit`.
         Cancellation (the client went away) stores the partial reply as
         interrupted and re-raises; engine and store failures become an `error`
         event after the partial reply is stored as failed.
         """
         rid = turn.reply_id
         stored = turn.context is None
+        finish = finish or self.store_then_emit(emit)
         base = {"conversation_id": turn.conversation_id, "message_id": rid} if stored else {}
         parts: list[str] = []
         started = time.perf_counter()
@@ -180,10 +198,12 @@ class TurnService:
         try:
             await emit(TurnEvent("connected", f"{rid}:0", {"type": "connected", **base}))
             context: Sequence[Message]
-            if turn.context is None:
-                context = await self.store.history(turn.conversation_id, limit=self.max_history)
-            else:
+            if turn.context is not None:
                 context = turn.context
+            elif turn.history is not None:
+                context = turn.history
+            else:
+                context = await self.store.history(turn.conversation_id, limit=self.max_history)
             seq = 0
             result = StreamResult()
             chunks_of = open_stream(self.engine, context, result, turn.reservation)
@@ -199,9 +219,6 @@ class TurnService:
                     await emit(TurnEvent("message", f"{rid}:{seq}", data))
             reply = "".join(parts)
             finish_reason = result.finish_reason or "stop"
-            await self._store_reply(
-                turn, reply, MessageStatus.COMPLETE, {"finish_reason": finish_reason}
-            )
             usage = _usage(result, context, reply)
             completed: dict[str, Any] = {
                 "type": "completed",
@@ -212,34 +229,35 @@ class TurnService:
             }
             if result.dropped_messages is not None:
                 completed["dropped_messages"] = result.dropped_messages
-            await emit(TurnEvent("completed", f"{rid}:{seq + 1}", completed))
+            event = TurnEvent("completed", f"{rid}:{seq + 1}", completed)
+            if stored:
+                meta = {"finish_reason": finish_reason}
+                await finish(event, self._reply(turn, reply, MessageStatus.COMPLETE, meta))
+            else:
+                await emit(event)
         except asyncio.CancelledError as exc:
             # The canceller says why: interrupted (nobody came back), cancelled, shutdown.
             outcome = str(exc.args[0]) if exc.args and exc.args[0] else "interrupted"
-            # Shielded: a second cancellation (shutdown) must not lose what the user saw.
-            await asyncio.shield(
-                self._store_partial(turn, parts, MessageStatus.INTERRUPTED, outcome)
-            )
-            # Readers following the log need a terminal event, or they would wait forever.
             error: dict[str, Any] = {
                 "code": outcome,
                 "message": _CANCEL_MESSAGES.get(outcome, outcome),
                 "retryable": outcome not in _NOT_RETRYABLE,
             }
-            with contextlib.suppress(Exception):
-                seq = len(parts) + 1
-                final = {"type": "error", "error": error, **base}
-                await emit(TurnEvent("error", f"{rid}:{seq}", final))
+            # Shielded: a second cancellation (shutdown) must not lose what the user saw.
+            # Readers following the log need a terminal event, or they would wait forever.
+            final = self._end(
+                turn, parts, MessageStatus.INTERRUPTED, outcome, error, emit, finish, base
+            )
+            await asyncio.shield(final)
             raise
         except ChatError as exc:
             outcome = "error"
-            await self._fail(turn, parts, exc.code, exc.message, exc.retryable, emit, base)
+            await self._fail(turn, parts, exc.code, exc.message, exc.retryable, emit, finish, base)
         except Exception:
             outcome = "error"
             log.exception("turn_failed", conversation_id=turn.conversation_id, message_id=rid)
-            await self._fail(
-                turn, parts, "internal_error", "the reply failed unexpectedly", True, emit, base
-            )
+            message = "the reply failed unexpectedly"
+            await self._fail(turn, parts, "internal_error", message, True, emit, finish, base)
         finally:
             if turn.reservation is not None:
                 turn.reservation.release()
@@ -265,31 +283,43 @@ class TurnService:
         message: str,
         retryable: bool,
         emit: EventSink,
+        finish: ReplyFinisher,
         base: dict[str, str],
     ) -> None:
         self.metrics.error(code)
-        await self._store_partial(turn, parts, MessageStatus.FAILED, code)
         error = {"code": code, "message": message, "retryable": retryable}
-        seq = len(parts) + 1
-        await emit(
-            TurnEvent("error", f"{turn.reply_id}:{seq}", {"type": "error", "error": error, **base})
+        await self._end(turn, parts, MessageStatus.FAILED, code, error, emit, finish, base)
+
+    async def _end(
+        self,
+        turn: Turn,
+        parts: list[str],
+        status: MessageStatus,
+        reason: str,
+        error: dict[str, Any],
+        emit: EventSink,
+        finish: ReplyFinisher,
+        base: dict[str, str],
+    ) -> None:
+        """Keep what the user already saw, then send the `error` event that ends the reply.
+
+        A store failure here is logged, not raised: the event goes out all the same.
+        """
+        event = TurnEvent(
+            "error", f"{turn.reply_id}:{len(parts) + 1}", {"type": "error", "error": error, **base}
         )
+        if turn.context is None:
+            reply = self._reply(turn, "".join(parts), status, {"finish_reason": reason})
+            try:
+                await finish(event, reply)
+                return
+            except Exception:
+                log.exception("partial_reply_not_stored", conversation_id=turn.conversation_id)
+        with contextlib.suppress(Exception):
+            await emit(event)
 
-    async def _store_partial(
-        self, turn: Turn, parts: list[str], status: MessageStatus, reason: str
-    ) -> None:
-        """Keep what the user already saw; a store failure here is logged, not raised."""
-        try:
-            await self._store_reply(turn, "".join(parts), status, {"finish_reason": reason})
-        except Exception:
-            log.exception("partial_reply_not_stored", conversation_id=turn.conversation_id)
-
-    async def _store_reply(
-        self, turn: Turn, content: str, status: MessageStatus, meta: dict[str, Any]
-    ) -> None:
-        if turn.context is not None:
-            return  # a stateless turn keeps nothing
-        reply = Message(
+    @staticmethod
+    def _reply(turn: Turn, content: str, status: MessageStatus, meta: dict[str, Any]) -> Message:
+        return Message(
             turn.reply_id, turn.conversation_id, Role.ASSISTANT, content, time.time(), status, meta
         )
-        await self.store.append_message(reply)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -16,9 +15,9 @@ from chatbot_sse.api.errors import STREAM_ERROR_RESPONSES
 from chatbot_sse.api.limits import StreamGate, connection_seconds
 from chatbot_sse.api.streaming import EVENT_SCHEMA, EventStreamResponse, FrameSource, hub_source
 from chatbot_sse.config import Settings
-from chatbot_sse.domain import new_conversation_id, new_message_id
+from chatbot_sse.domain import Message, new_conversation_id, new_message_id
 from chatbot_sse.errors import IdempotencyKeyReused
-from chatbot_sse.replies import Generate, ReplyHub
+from chatbot_sse.replies import FrameFinish, FrameWrite, Generate, ReplyHub
 from chatbot_sse.stores.base import Store
 from chatbot_sse.turns import Turn, TurnEvent, TurnService
 
@@ -47,16 +46,22 @@ def encoded_turn(service: TurnService, turn: Turn, retry_ms: int) -> Generate:
     """The turn as a generator of encoded SSE frames; the first carries `retry:`."""
     first_prefix = sse.retry_field(retry_ms)
 
-    async def generate(write: Callable[[bytes], Awaitable[None]]) -> None:
+    async def generate(write: FrameWrite, finish_with: FrameFinish) -> None:
         prefix = first_prefix
 
-        async def emit(event: TurnEvent) -> None:
+        def encode(event: TurnEvent) -> bytes:
             nonlocal prefix
             frame = sse.encode_event(event.name, event.id, event.data, prefix)
             prefix = b""
-            await write(frame)
+            return frame
 
-        await service.run(turn, emit)
+        async def emit(event: TurnEvent) -> None:
+            await write(encode(event))
+
+        async def finish(event: TurnEvent, reply: Message) -> None:
+            await finish_with(encode(event), reply)
+
+        await service.run(turn, emit, finish)
 
     return generate
 
@@ -133,7 +138,7 @@ async def _start(
         reply_id=reply_id,
     )
     generate = encoded_turn(service, turn, state.settings.sse_retry_ms)
-    live = await hub.start(turn.conversation_id, turn.reply_id, generate)
+    live = hub.start(turn.conversation_id, turn.reply_id, generate)
     return turn.conversation_id, hub_source(hub, live)
 
 

@@ -43,7 +43,7 @@ from chatbot_sse import sse
 from chatbot_sse.draining import Handoff
 from chatbot_sse.errors import StoreUnavailable
 from chatbot_sse.observability.metrics import Metrics
-from chatbot_sse.replies import WRITER_HEARTBEAT, Generate, LiveReply, ReplyHub
+from chatbot_sse.replies import WRITER_HEARTBEAT, FrameWrite, LiveReply, ReplyHub
 from chatbot_sse.stores.base import ReplyEvents, ReplyLog
 
 log = structlog.get_logger(__name__)
@@ -133,7 +133,9 @@ def hub_source(hub: ReplyHub, live: LiveReply, position: int = 0) -> LiveSource:
     return LiveSource(live, position, detach)
 
 
-def task_source(generate: Generate, max_seconds: float = 0.0) -> LiveSource:
+def task_source(
+    generate: Callable[[FrameWrite], Awaitable[None]], max_seconds: float = 0.0
+) -> LiveSource:
     """A reply generated for this connection alone (no resume): it stops when the client leaves.
 
     With `max_seconds` > 0 it is cancelled with `stream_timeout` at that age.

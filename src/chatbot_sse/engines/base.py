@@ -14,8 +14,9 @@ estimate for whatever is left `None`. Engines without the parameter still work:
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, cast, runtime_checkable
 
@@ -70,9 +71,21 @@ def open_stream(
     """
     if reservation is not None:
         return reservation.stream(context, result)
-    if "result" in inspect.signature(engine.stream).parameters:
+    stream = engine.stream
+    function = getattr(stream, "__func__", None)  # a method: its function is asked once
+    takes = _accepts_result(stream) if function is None else _takes_result(function)
+    if takes:
         return engine.stream(context, result)
     return engine.stream(context)
+
+
+def _accepts_result(stream: Callable[..., object]) -> bool:
+    return "result" in inspect.signature(stream).parameters
+
+
+_takes_result = functools.cache(_accepts_result)
+"""`_accepts_result`, cached per method: `inspect.signature` costs about as much as the rest
+of starting a simulated reply."""
 
 
 class Reservation(Protocol):

@@ -171,3 +171,31 @@ class Store(ReplyLog, Guards, Protocol):
 
     async def history(self, conversation_id: str, limit: int | None = None) -> list[Message]:
         """Messages oldest first; with `limit`, only the newest `limit` of them."""
+
+    async def begin_turn(
+        self,
+        message: Message,
+        reply_id: str,
+        *,
+        create: bool,
+        owner: str | None,
+        history_limit: int,
+    ) -> list[Message]:
+        """Start a turn: what used to be four calls, in one write where the backend can.
+
+        With `create`, the conversation `message.conversation_id` is new: it is
+        created (at `message.created_at`, for `owner`, "" if None), or
+        `ValueError` if it exists. Else it must exist and, when `owner` is not
+        None, belong to `owner`, or `ConversationNotFound` (nothing is stored).
+        Then the user's `message` is stored durably and the reply `reply_id` is
+        entered in the log, empty, as the conversation's latest (so a resume or
+        a cancel through any process finds it from the first event on).
+
+        Returns the turn's context: the newest `history_limit` messages, the
+        user's included, oldest first.
+        """
+
+    async def finish_turn(self, reply: Message, events: Sequence[tuple[int, bytes]]) -> None:
+        """End a turn: store `reply` durably and append the reply's last `events` to the log,
+        marking it finished (`append_events(..., finished=True)`), atomically where the
+        backend can. The reply's log entry exists (`begin_turn`)."""

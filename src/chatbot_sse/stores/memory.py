@@ -11,7 +11,9 @@ or Redis would hand back, and rejects content that is not valid Unicode.
 Its reply log keeps events in lists and wakes waiting readers with an
 `asyncio.Event` per reply (swapped for a fresh one at every change, so a waiter
 holds the one that will be set); expired replies are dropped when touched and
-swept every `PRUNE_EVERY` appends. A wait in progress when the store closes
+swept every `PRUNE_EVERY` appends. The sweep pops a heap of expiry times, so
+it costs what expired, not what is kept (a full scan every few appends made a
+busy store quadratic). A wait in progress when the store closes
 ends with `StoreUnavailable`.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import heapq
 import time
 from bisect import bisect_right
 from collections.abc import Sequence
@@ -29,6 +32,7 @@ import orjson
 
 from chatbot_sse.domain import Conversation, Message
 from chatbot_sse.errors import ConversationNotFound, StoreUnavailable
+from chatbot_sse.stores import _turns
 from chatbot_sse.stores._retention import ABANDONED_AFTER, PRUNE_EVERY, check_retention
 from chatbot_sse.stores.base import IdempotencyRecord, ReplyControl, ReplyEvents
 
@@ -57,9 +61,12 @@ class _Reply:
     changed: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
     def kept(self, now: float, retention: float) -> bool:
+        return now < self.expires_at(retention)
+
+    def expires_at(self, retention: float) -> float:
         if self.finished_at is None:
-            return now - self.touched < ABANDONED_AFTER
-        return now - self.finished_at < retention
+            return self.touched + ABANDONED_AFTER
+        return self.finished_at + retention
 
     def wake(self) -> None:
         changed, self.changed = self.changed, asyncio.Event()
@@ -80,6 +87,8 @@ class MemoryStore:
         self._message_ids: set[str] = set()
         self._replies: dict[tuple[str, str], _Reply] = {}
         self._latest: dict[str, str] = {}
+        # (expiry time when pushed, key): a reply touched since is pushed again when popped
+        self._expiry: list[tuple[float, tuple[str, str]]] = []
         self._appends = 0
         self._state = "new"
         self._windows: dict[str, tuple[int, float]] = {}  # key -> (count, ends at)
@@ -140,6 +149,22 @@ class MemoryStore:
             messages = messages[-limit:] if limit else []
         return [dataclasses.replace(m, meta=_json_copy(m.meta)) if m.meta else m for m in messages]
 
+    async def begin_turn(
+        self,
+        message: Message,
+        reply_id: str,
+        *,
+        create: bool,
+        owner: str | None,
+        history_limit: int,
+    ) -> list[Message]:
+        return await _turns.begin_turn(
+            self, message, reply_id, create=create, owner=owner, history_limit=history_limit
+        )
+
+    async def finish_turn(self, reply: Message, events: Sequence[tuple[int, bytes]]) -> None:
+        await _turns.finish_turn(self, reply, events)
+
     # --- the reply log ---------------------------------------------------------------------
 
     def _reply(self, conversation_id: str, reply_id: str) -> _Reply | None:
@@ -153,11 +178,19 @@ class MemoryStore:
 
     def _prune(self) -> None:
         now = time.monotonic()
-        expired = [k for k, r in self._replies.items() if not r.kept(now, self.event_retention)]
-        for key in expired:
+        expiry = self._expiry
+        while expiry and expiry[0][0] <= now:
+            _, key = heapq.heappop(expiry)
+            reply = self._replies.get(key)
+            if reply is None:
+                continue
+            expires_at = reply.expires_at(self.event_retention)
+            if expires_at > now:  # touched or finished since it was pushed
+                heapq.heappush(expiry, (expires_at, key))
+                continue
             del self._replies[key]
-        for conversation_id, reply_id in list(self._latest.items()):
-            if (conversation_id, reply_id) not in self._replies:
+            conversation_id, reply_id = key
+            if self._latest.get(conversation_id) == reply_id:
                 del self._latest[conversation_id]
 
     async def append_events(
@@ -176,6 +209,7 @@ class MemoryStore:
         if reply is None:
             reply = self._replies[conversation_id, reply_id] = _Reply(now)
             self._latest[conversation_id] = reply_id
+            self._expire_later(reply, conversation_id, reply_id)
         if reply.finished_at is not None:
             return
         for seq, frame in events:
@@ -186,7 +220,12 @@ class MemoryStore:
         reply.writer_seen_at = time.time()
         if finished:
             reply.finished_at = now
+            self._expire_later(reply, conversation_id, reply_id)  # sooner than abandonment
         reply.wake()
+
+    def _expire_later(self, reply: _Reply, conversation_id: str, reply_id: str) -> None:
+        expires_at = reply.expires_at(self.event_retention)
+        heapq.heappush(self._expiry, (expires_at, (conversation_id, reply_id)))
 
     async def read_events(
         self, conversation_id: str, reply_id: str, after_seq: int = -1, wait: float = 0.0

@@ -24,6 +24,7 @@ from redis.asyncio.connection import parse_url
 from chatbot_sse.domain import Conversation, Message
 from chatbot_sse.errors import ConversationNotFound
 from chatbot_sse.stores import _redis_layout as layout
+from chatbot_sse.stores import _turns
 from chatbot_sse.stores._redis_client import RedisClient
 from chatbot_sse.stores._retention import ABANDONED_AFTER, check_retention
 from chatbot_sse.stores.base import IdempotencyRecord, ReplyControl, ReplyEvents
@@ -145,6 +146,22 @@ class RedisStore:
         return [layout.decode_message(conversation_id, item) for item in raw]
 
     # --- the reply log ----------------------------------------------------------------------
+
+    async def begin_turn(
+        self,
+        message: Message,
+        reply_id: str,
+        *,
+        create: bool,
+        owner: str | None,
+        history_limit: int,
+    ) -> list[Message]:
+        return await _turns.begin_turn(
+            self, message, reply_id, create=create, owner=owner, history_limit=history_limit
+        )
+
+    async def finish_turn(self, reply: Message, events: Sequence[tuple[int, bytes]]) -> None:
+        await _turns.finish_turn(self, reply, events)
 
     async def append_events(
         self,

@@ -47,19 +47,18 @@ from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 from chatbot_sse.domain import Conversation, Message
-from chatbot_sse.errors import ConversationNotFound, StoreUnavailable
+from chatbot_sse.errors import StoreUnavailable
 from chatbot_sse.stores import _sqlite_guards as guards
 from chatbot_sse.stores import _sqlite_replies as replies
+from chatbot_sse.stores import _sqlite_turns as turns
 from chatbot_sse.stores._retention import PRUNE_EVERY, check_retention
 from chatbot_sse.stores._sqlite_batch import GroupCommit
 from chatbot_sse.stores._sqlite_reader import ReadConnection
 from chatbot_sse.stores._sqlite_sql import (
-    INSERT_MESSAGE,
     SCHEMA_VERSION,
     SELECT_ALL,
     SELECT_NEWEST,
     message_from_row,
-    message_params,
     prepare,
 )
 from chatbot_sse.stores.base import IdempotencyRecord, ReplyControl, ReplyEvents
@@ -242,19 +241,43 @@ class SQLiteStore:
         return await self._read(select)
 
     async def append_message(self, message: Message) -> None:
-        params = message_params(message)
+        await self._write(lambda conn: turns.insert_message(conn, message), durable=True)
 
-        def insert(conn: sqlite3.Connection) -> None:
-            try:
-                conn.execute(INSERT_MESSAGE, params)
-            except sqlite3.IntegrityError as exc:
-                if exc.sqlite_errorcode == sqlite3.SQLITE_CONSTRAINT_FOREIGNKEY:
-                    raise ConversationNotFound(
-                        f"conversation {message.conversation_id!r} not found"
-                    ) from exc
-                raise ValueError(f"message {message.id!r} already exists") from exc
+    async def begin_turn(
+        self,
+        message: Message,
+        reply_id: str,
+        *,
+        create: bool,
+        owner: str | None,
+        history_limit: int,
+    ) -> list[Message]:
+        self._appends += 1
+        sweep = self._appends % PRUNE_EVERY == 0
+        retention = self.event_retention
+        context = await self._write(
+            lambda conn: turns.begin(
+                conn,
+                message,
+                reply_id,
+                create,
+                owner,
+                history_limit,
+                time.time(),
+                retention,
+                sweep,
+            ),
+            durable=True,
+        )
+        self._wake()
+        return context
 
-        await self._write(insert, durable=True)
+    async def finish_turn(self, reply: Message, events: Sequence[tuple[int, bytes]]) -> None:
+        retention = self.event_retention
+        await self._write(
+            lambda conn: turns.finish(conn, reply, events, time.time(), retention), durable=True
+        )
+        self._wake()
 
     async def history(self, conversation_id: str, limit: int | None = None) -> list[Message]:
         if limit is not None and limit < 0:

@@ -1,0 +1,45 @@
+"""`begin_turn` and `finish_turn` composed of a store's single-purpose calls.
+
+For backends where each call is already cheap and the composition needs no
+transaction to be correct: the memory store (nothing awaits in between, so the
+steps cannot interleave with another task's) and Redis (each step is atomic on
+the server; a turn that fails half way leaves what a failed request always
+could: a user message without a reply, which history shows as such). SQLite
+does both in one group-committed transaction instead (`_sqlite_turns`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from chatbot_sse.domain import Message
+from chatbot_sse.errors import ConversationNotFound
+from chatbot_sse.stores.base import Store
+
+
+async def begin_turn(
+    store: Store,
+    message: Message,
+    reply_id: str,
+    *,
+    create: bool,
+    owner: str | None,
+    history_limit: int,
+) -> list[Message]:
+    conversation_id = message.conversation_id
+    if create:
+        await store.create_conversation(conversation_id, message.created_at, owner or "")
+    else:
+        found = await store.get_conversation(conversation_id)
+        if found is None or (owner is not None and found.owner != owner):
+            raise ConversationNotFound(f"conversation {conversation_id} does not exist")
+    await store.append_message(message)
+    await store.append_events(conversation_id, reply_id, [])
+    if create:  # nothing before it: no read needed
+        return [message] if history_limit > 0 else []
+    return await store.history(conversation_id, limit=history_limit)
+
+
+async def finish_turn(store: Store, reply: Message, events: Sequence[tuple[int, bytes]]) -> None:
+    await store.append_message(reply)
+    await store.append_events(reply.conversation_id, reply.id, events, finished=True)
