@@ -8,20 +8,20 @@ client that drops does not kill it: the reply keeps going for
 - a `LiveReply` in this process (a list of encoded frames plus a wake-up
   event), which the original connection and same-worker resumes read without
   any I/O;
-- the store's `ReplyLog`, in batches every `FLUSH_INTERVAL` (group commit),
-  so another worker or instance can replay and follow it. The last batch goes
-  with the reply itself (`Store.finish_turn`, called by the turn's finisher
-  before its terminal event is published), and a reply that ends within
-  `FLUSH_INTERVAL` (a fast engine) costs no other write: its flusher is only
-  started once the reply has lasted that long.
+- the store's `ReplyLog`, so another worker or instance can replay and follow
+  it: one flusher task per hub writes the new frames of *all* replies in flight
+  every `FLUSH_INTERVAL`, in one store call (`append_many`); the last batch
+  goes with the reply itself (`Store.finish_turn`, called by the turn's
+  finisher before its terminal event is published), so a reply that ends
+  within `FLUSH_INTERVAL` (a fast engine) costs no other write.
 
-The flusher also polls the log's control record: a cancel requested through
-another process, and the heartbeat of readers following from another process
-(which keeps the grace window open). It heartbeats too (`mark_writer`, every
-`WRITER_HEARTBEAT`), so a follower elsewhere can tell a silent engine from a
-process that died (SIGKILL, OOM) mid-reply and end its stream instead of
-waiting forever (see `api.streaming.LogSource`). Appends count as heartbeats, so
-a reply whose tokens flow costs no extra write. Cancelling a generation passes the reason
+The flusher also polls the log's control records, all replies in one call: a
+cancel requested through another process. It heartbeats too (`mark_writers`,
+every `WRITER_HEARTBEAT` for replies with nothing new), so a follower
+elsewhere can tell a silent engine from a process that died (SIGKILL, OOM)
+mid-reply and end its stream instead of waiting forever (see
+`api.streaming.LogSource`). Appends count as heartbeats, so a reply whose
+tokens flow costs no extra write. Cancelling a generation passes the reason
 (`interrupted`, `cancelled`, `shutdown`, `stream_timeout`) as the
 `CancelledError` message; the turn stores the partial reply and ends the log
 with an `error` event. `max_seconds` (`MAX_STREAM_SECONDS`) bounds every
@@ -40,11 +40,11 @@ import structlog
 from chatbot_sse.domain import Message
 from chatbot_sse.draining import Handoff
 from chatbot_sse.observability.metrics import Metrics
-from chatbot_sse.stores.base import Store
+from chatbot_sse.stores.base import LogAppend, Store
 
 log = structlog.get_logger(__name__)
 
-FLUSH_INTERVAL = 0.02  # seconds between batched writes of a reply's events
+FLUSH_INTERVAL = 0.1  # seconds between batched writes of the replies' events
 CONTROL_INTERVAL = 0.5  # seconds between polls for remote cancel requests and readers
 WRITER_HEARTBEAT = 1.0  # seconds between the generating process's heartbeats in the log
 
@@ -59,6 +59,7 @@ class LiveReply:
         "flushed",
         "frames",
         "grace_timer",
+        "logged_at",
         "logged_end",
         "readers",
         "reply_id",
@@ -74,10 +75,11 @@ class LiveReply:
         self.finished = False
         self.flushed = 0  # frames[:flushed] are in the store's log
         self.logged_end = False  # the log has the terminal frame and is marked finished
+        self.logged_at = time.monotonic()  # the last write to the log (begin_turn entered it)
         self.readers = 0
         self.task: asyncio.Task[None] | None = None
         self.grace_timer: asyncio.TimerHandle | None = None
-        self._changed = asyncio.Event()
+        self._changed: asyncio.Event | None = None
 
     def publish(self, frame: bytes) -> None:
         self.frames.append(frame)
@@ -89,15 +91,19 @@ class LiveReply:
         self._wake()
 
     def _wake(self) -> None:
-        # A fresh event per change: waiters hold the old, now set, one.
-        changed, self._changed = self._changed, asyncio.Event()
-        changed.set()
+        # Waiters hold the event; the next one waiting makes a fresh one. A frame nobody
+        # waits for (the reader is busy sending the previous ones) costs no event at all.
+        changed, self._changed = self._changed, None
+        if changed is not None:
+            changed.set()
 
     async def wait_beyond(self, position: int, patience: float) -> bool:
         """Wait until frames[position:] is non-empty or the reply ended; False after `patience` seconds."""
         if position < len(self.frames) or self.finished:
             return True
         changed = self._changed
+        if changed is None:
+            changed = self._changed = asyncio.Event()
         try:
             async with asyncio.timeout(patience):
                 await changed.wait()
@@ -132,6 +138,7 @@ class ReplyHub:
         self.live: dict[str, LiveReply] = {}
         self.by_conversation: dict[str, str] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self._flusher: asyncio.Task[None] | None = None
         self.closing = False
         self.draining = False  # SIGTERM came: /health says 503, streams are handed off soon
         self.handoff = Handoff()
@@ -169,86 +176,113 @@ class ReplyHub:
             live.logged_end = True
             live.publish(frame)
 
-        loop = asyncio.get_running_loop()
-        flusher: asyncio.Task[None] | None = None
-
-        def start_flusher() -> None:
-            nonlocal flusher
-            flusher = asyncio.ensure_future(self._flush_loop(live))
-
-        later = loop.call_later(FLUSH_INTERVAL, start_flusher)
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.ensure_future(self._flush_loop())
         deadline = None
         if self.max_seconds > 0:
+            loop = asyncio.get_running_loop()
             deadline = loop.call_later(self.max_seconds, self.cancel, live, "stream_timeout")
         try:
             await generate(write, finish)
         except asyncio.CancelledError:
             pass  # the turn has stored the partial reply and emitted the terminal event
         finally:
-            later.cancel()
             if deadline is not None:
                 deadline.cancel()
             live.finish()
             if live.grace_timer is not None:
                 live.grace_timer.cancel()
-            if flusher is not None:
-                await flusher
-            elif not live.logged_end:  # ended early without `finish` (its store failed)
-                await self._flush_loop(live)
+            if not live.logged_end:  # ended without `finish` (its store failed): end the log
+                await self._flush_rest(live)
             self.live.pop(live.reply_id, None)
             if self.by_conversation.get(live.conversation_id) == live.reply_id:
                 del self.by_conversation[live.conversation_id]
 
-    async def _flush_loop(self, live: LiveReply) -> None:
-        """Write new frames to the log in batches; watch for remote cancels meanwhile."""
+    async def _flush_rest(self, live: LiveReply) -> None:
+        end = len(live.frames)
+        events = [(seq, live.frames[seq]) for seq in range(live.flushed, end)]
+        try:
+            await self.log_store.append_events(
+                live.conversation_id, live.reply_id, events, finished=True
+            )
+            live.flushed = end
+            live.logged_end = True
+        except Exception:
+            log.warning("reply_log_write_failed", reply_id=live.reply_id, exc_info=True)
+
+    async def _flush_loop(self) -> None:
+        """Every `FLUSH_INTERVAL`, write the new frames of every reply in flight, together.
+
+        One task and one store call per interval for all replies, however many:
+        a task and a write per reply and interval is what a thousand paced
+        replies could not afford. Replies with nothing new get a writer heartbeat
+        every `WRITER_HEARTBEAT`; every `CONTROL_INTERVAL` the cancel flags of all
+        are read, in one call too. The loop ends when no reply is in flight.
+        """
         next_control = time.monotonic() + CONTROL_INTERVAL
-        # `start` has just appended; an append is a heartbeat too: while tokens flow, none is sent
-        next_heartbeat = time.monotonic() + WRITER_HEARTBEAT
-        while True:
-            if live.logged_end:
-                return
-            if not live.finished:
-                # From what is flushed, not from the end: frames published while the last
-                # write was under way must not wait for the next one (or the next poll).
-                await live.wait_beyond(live.flushed, CONTROL_INTERVAL)
-                if not live.finished:
-                    await asyncio.sleep(FLUSH_INTERVAL)
-            finished = live.finished
-            end = len(live.frames)
-            if end > live.flushed or finished:
-                batch = [(seq, live.frames[seq]) for seq in range(live.flushed, end)]
-                try:
-                    await self.log_store.append_events(
-                        live.conversation_id, live.reply_id, batch, finished=finished
-                    )
-                    live.flushed = max(live.flushed, end)  # `finish` may have gone further
-                    next_heartbeat = time.monotonic() + WRITER_HEARTBEAT
-                except Exception:
-                    log.warning("reply_log_write_failed", reply_id=live.reply_id, exc_info=True)
-                    # The store may come back empty (a Redis restarted without its data):
-                    # write the whole reply again; events already kept are skipped by seq.
-                    live.flushed = 0
-                    if finished:
-                        return
-                    await asyncio.sleep(CONTROL_INTERVAL)  # don't hammer a failing store
-            if finished:
-                return
+        while self.live:
+            await asyncio.sleep(FLUSH_INTERVAL)
             now = time.monotonic()
-            if now >= next_heartbeat:
-                next_heartbeat = now + WRITER_HEARTBEAT
+            flushing: list[tuple[LiveReply, int]] = []
+            idle: list[LiveReply] = []
+            for live in self.live.values():
+                if live.finished:
+                    continue  # `finish` or `_flush_rest` writes its end
+                end = len(live.frames)
+                if end > live.flushed:
+                    flushing.append((live, end))
+                elif now - live.logged_at >= WRITER_HEARTBEAT:
+                    idle.append(live)
+            if flushing:
+                await self._append(flushing, now)
+            if idle:
                 with contextlib.suppress(Exception):  # a struggling store: followers will tell
-                    await self.log_store.mark_writer(live.conversation_id, live.reply_id)
+                    await self.log_store.mark_writers(
+                        [(live.conversation_id, live.reply_id) for live in idle]
+                    )
+                    for live in idle:
+                        live.logged_at = now
             if now >= next_control:
                 next_control = now + CONTROL_INTERVAL
-                await self._check_control(live)
+                await self._check_controls()
 
-    async def _check_control(self, live: LiveReply) -> None:
+    async def _append(self, flushing: list[tuple[LiveReply, int]], now: float) -> None:
+        appends = [
+            LogAppend(
+                live.conversation_id,
+                live.reply_id,
+                [(seq, live.frames[seq]) for seq in range(live.flushed, end)],
+            )
+            for live, end in flushing
+        ]
         try:
-            control = await self.log_store.reply_control(live.conversation_id, live.reply_id)
+            await self.log_store.append_many(appends)
         except Exception:
-            return  # the store is struggling; the generation carries on
-        if control.cancel_requested:
-            self.cancel(live, "cancelled")
+            log.warning("reply_log_write_failed", replies=len(appends), exc_info=True)
+            # The store may come back empty (a Redis restarted without its data):
+            # write the whole replies again; events already kept are skipped by seq.
+            for live, _ in flushing:
+                live.flushed = 0
+            await asyncio.sleep(CONTROL_INTERVAL)  # don't hammer a failing store
+            return
+        for live, end in flushing:
+            live.flushed = max(live.flushed, end)  # `finish` may have gone further
+            live.logged_at = now  # an append is a heartbeat too
+
+    async def _check_controls(self) -> None:
+        """Cancel the replies whose cancel was requested through another process."""
+        running = [live for live in self.live.values() if not live.finished]
+        if not running:
+            return
+        try:
+            controls = await self.log_store.reply_controls(
+                [(live.conversation_id, live.reply_id) for live in running]
+            )
+        except Exception:
+            return  # the store is struggling; the generations carry on
+        for live, control in zip(running, controls, strict=True):
+            if control.cancel_requested:
+                self.cancel(live, "cancelled")
 
     def attach(self, reply_id: str) -> LiveReply | None:
         """A reader (re)joins a reply generated here; None if it is not live here."""
@@ -325,3 +359,7 @@ class ReplyHub:
             self.cancel(live, "shutdown")
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=drain_seconds)
+        if self._flusher is not None:
+            self._flusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._flusher

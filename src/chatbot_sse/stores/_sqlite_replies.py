@@ -146,6 +146,14 @@ def set_writer(conn: sqlite3.Connection, keys: tuple[str, str], now: float) -> N
     )
 
 
+def set_writers(conn: sqlite3.Connection, keys: Sequence[tuple[str, str]], now: float) -> None:
+    conn.executemany(
+        "UPDATE replies SET updated_at = ?"
+        " WHERE conversation_id = ? AND reply_id = ? AND finished_at IS NULL",
+        [(now, *k) for k in keys],
+    )
+
+
 def control(
     conn: sqlite3.Connection, keys: tuple[str, str], now: float, retention: float
 ) -> ReplyControl:

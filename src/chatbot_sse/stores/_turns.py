@@ -1,4 +1,5 @@
-"""`begin_turn` and `finish_turn` composed of a store's single-purpose calls.
+"""Composite store calls (`begin_turn`, `finish_turn`, the batched log calls) made of a
+store's single-purpose calls.
 
 For backends where each call is already cheap and the composition needs no
 transaction to be correct: the memory store (nothing awaits in between, so the
@@ -14,7 +15,7 @@ from collections.abc import Sequence
 
 from chatbot_sse.domain import Message
 from chatbot_sse.errors import ConversationNotFound
-from chatbot_sse.stores.base import Store
+from chatbot_sse.stores.base import LogAppend, ReplyControl, ReplyLog, Store
 
 
 async def begin_turn(
@@ -43,3 +44,19 @@ async def begin_turn(
 async def finish_turn(store: Store, reply: Message, events: Sequence[tuple[int, bytes]]) -> None:
     await store.append_message(reply)
     await store.append_events(reply.conversation_id, reply.id, events, finished=True)
+
+
+async def append_many(log: ReplyLog, appends: Sequence[LogAppend]) -> None:
+    for a in appends:
+        await log.append_events(a.conversation_id, a.reply_id, a.events, a.finished)
+
+
+async def mark_writers(log: ReplyLog, replies: Sequence[tuple[str, str]]) -> None:
+    for conversation_id, reply_id in replies:
+        await log.mark_writer(conversation_id, reply_id)
+
+
+async def reply_controls(log: ReplyLog, replies: Sequence[tuple[str, str]]) -> list[ReplyControl]:
+    return [
+        await log.reply_control(conversation_id, reply_id) for conversation_id, reply_id in replies
+    ]

@@ -42,6 +42,16 @@ class ReplyControl:
     writer_seen_at: float | None = None
 
 
+@dataclass(slots=True, frozen=True)
+class LogAppend:
+    """One reply's part of `ReplyLog.append_many`: the arguments of one `append_events`."""
+
+    conversation_id: str
+    reply_id: str
+    events: Sequence[tuple[int, bytes]]
+    finished: bool = False
+
+
 @runtime_checkable
 class ReplyLog(Protocol):
     """The events of replies in flight, kept so a dropped client can resume anywhere.
@@ -86,6 +96,16 @@ class ReplyLog(Protocol):
 
     async def reply_control(self, conversation_id: str, reply_id: str) -> ReplyControl:
         """The cancel flag and the last reader and writer heartbeats of a reply."""
+
+    async def append_many(self, appends: Sequence[LogAppend]) -> None:
+        """`append_events` for several replies, in one write where the backend can: a
+        process streaming a thousand replies flushes them together, not one by one."""
+
+    async def mark_writers(self, replies: Sequence[tuple[str, str]]) -> None:
+        """`mark_writer` for several `(conversation_id, reply_id)` at once."""
+
+    async def reply_controls(self, replies: Sequence[tuple[str, str]]) -> list[ReplyControl]:
+        """`reply_control` for several `(conversation_id, reply_id)`, in their order."""
 
 
 @dataclass(slots=True, frozen=True)

@@ -34,7 +34,7 @@ from chatbot_sse.domain import Conversation, Message
 from chatbot_sse.errors import ConversationNotFound, StoreUnavailable
 from chatbot_sse.stores import _turns
 from chatbot_sse.stores._retention import ABANDONED_AFTER, PRUNE_EVERY, check_retention
-from chatbot_sse.stores.base import IdempotencyRecord, ReplyControl, ReplyEvents
+from chatbot_sse.stores.base import IdempotencyRecord, LogAppend, ReplyControl, ReplyEvents
 
 __all__ = ["MemoryStore", "from_url"]
 
@@ -279,6 +279,15 @@ class MemoryStore:
         if reply is None:
             return ReplyControl(cancel_requested=False, reader_seen_at=None)
         return ReplyControl(reply.cancel_requested, reply.reader_seen_at, reply.writer_seen_at)
+
+    async def append_many(self, appends: Sequence[LogAppend]) -> None:
+        await _turns.append_many(self, appends)
+
+    async def mark_writers(self, replies: Sequence[tuple[str, str]]) -> None:
+        await _turns.mark_writers(self, replies)
+
+    async def reply_controls(self, replies: Sequence[tuple[str, str]]) -> list[ReplyControl]:
+        return await _turns.reply_controls(self, replies)
 
     # --- guards ------------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ than the socket timeout; a wait in progress when the store closes ends with
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -27,7 +28,7 @@ from chatbot_sse.stores import _redis_layout as layout
 from chatbot_sse.stores import _turns
 from chatbot_sse.stores._redis_client import RedisClient
 from chatbot_sse.stores._retention import ABANDONED_AFTER, check_retention
-from chatbot_sse.stores.base import IdempotencyRecord, ReplyControl, ReplyEvents
+from chatbot_sse.stores.base import IdempotencyRecord, LogAppend, ReplyControl, ReplyEvents
 
 __all__ = ["RedisStore", "from_url"]
 
@@ -255,6 +256,22 @@ class RedisStore:
         )
 
     # --- guards ----------------------------------------------------------------------------
+
+    # The batched log calls: one script call per reply, sent concurrently (the connection
+    # pool pipelines them); replies are independent, and each keeps its own order.
+    async def append_many(self, appends: Sequence[LogAppend]) -> None:
+        await asyncio.gather(
+            *(
+                self.append_events(a.conversation_id, a.reply_id, a.events, a.finished)
+                for a in appends
+            )
+        )
+
+    async def mark_writers(self, replies: Sequence[tuple[str, str]]) -> None:
+        await asyncio.gather(*(self.mark_writer(c, r) for c, r in replies))
+
+    async def reply_controls(self, replies: Sequence[tuple[str, str]]) -> list[ReplyControl]:
+        return list(await asyncio.gather(*(self.reply_control(c, r) for c, r in replies)))
 
     async def hit(self, key: str, window_seconds: float, limit: int) -> tuple[bool, float]:
         counter = layout.guard_key(self.prefix, "rate", key)

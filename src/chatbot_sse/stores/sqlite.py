@@ -61,7 +61,7 @@ from chatbot_sse.stores._sqlite_sql import (
     message_from_row,
     prepare,
 )
-from chatbot_sse.stores.base import IdempotencyRecord, ReplyControl, ReplyEvents
+from chatbot_sse.stores.base import IdempotencyRecord, LogAppend, ReplyControl, ReplyEvents
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "from_url"]
 
@@ -362,6 +362,39 @@ class SQLiteStore:
     async def reply_control(self, conversation_id: str, reply_id: str) -> ReplyControl:
         keys, retention = (conversation_id, reply_id), self.event_retention
         return await self._read(lambda conn: replies.control(conn, keys, time.time(), retention))
+
+    async def append_many(self, appends: Sequence[LogAppend]) -> None:
+        if not appends:
+            return
+        self._appends += 1
+        sweep = self._appends % PRUNE_EVERY == 0
+        retention = self.event_retention
+
+        def append_all(conn: sqlite3.Connection) -> None:
+            now = time.time()
+            for i, a in enumerate(appends):
+                keys = (a.conversation_id, a.reply_id)
+                replies.append(
+                    conn, keys, a.events, a.finished, now, retention, sweep=sweep and not i
+                )
+
+        await self._write(append_all, durable=False)
+        self._wake()
+
+    async def mark_writers(self, keys: Sequence[tuple[str, str]]) -> None:
+        if keys:
+            await self._write(
+                lambda conn: replies.set_writers(conn, keys, time.time()), durable=False
+            )
+
+    async def reply_controls(self, keys: Sequence[tuple[str, str]]) -> list[ReplyControl]:
+        retention = self.event_retention
+
+        def read_all(conn: sqlite3.Connection) -> list[ReplyControl]:
+            now = time.time()
+            return [replies.control(conn, k, now, retention) for k in keys]
+
+        return await self._read(read_all) if keys else []
 
     # --- guards ------------------------------------------------------------------------------
     # Counters, not conversation data: they ride in the group commit without forcing an fsync;

@@ -1,0 +1,154 @@
+"""The composite store calls a turn makes: `begin_turn`, `finish_turn` and the batched log
+calls of the reply flusher, for every store (memory, SQLite, Redis; see `conftest.py`).
+
+Each must do exactly what the single-purpose calls it replaces would have done, all of
+it or (for SQLite, in one transaction) none of it.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from chatbot_sse.domain import Message, MessageStatus, Role, new_conversation_id, new_message_id
+from chatbot_sse.errors import ConversationNotFound
+from chatbot_sse.stores.base import LogAppend, Store
+
+T0 = 1_700_000_000.0
+
+
+def user(conversation_id: str, text: str, at: float = T0) -> Message:
+    return Message(new_message_id(), conversation_id, Role.USER, text, at)
+
+
+def reply_to(conversation_id: str, reply_id: str, text: str) -> Message:
+    meta = {"finish_reason": "stop"}
+    status = MessageStatus.COMPLETE
+    return Message(reply_id, conversation_id, Role.ASSISTANT, text, T0 + 1, status, meta)
+
+
+def frame(reply_id: str, seq: int) -> bytes:
+    return f"event: message\nid: {reply_id}:{seq}\ndata: {{}}\n\n".encode()
+
+
+async def test_begin_turn_creates_the_conversation_and_enters_the_reply(store: Store) -> None:
+    cid, rid = new_conversation_id(), new_message_id()
+    first = user(cid, "hello")
+    context = await store.begin_turn(first, rid, create=True, owner="k1", history_limit=10)
+    assert context == [first]
+    found = await store.get_conversation(cid)
+    assert found is not None
+    assert found.owner == "k1"
+    assert found.created_at == first.created_at
+    assert await store.history(cid) == [first]
+    assert await store.latest_reply(cid) == rid
+    logged = await store.read_events(cid, rid)
+    assert logged.exists
+    assert not logged.finished
+    assert logged.events == []
+
+
+async def test_begin_turn_continues_with_the_newest_history(store: Store) -> None:
+    cid = new_conversation_id()
+    messages = []
+    for n in range(4):
+        m = user(cid, f"m{n}", T0 + n)
+        await store.begin_turn(m, new_message_id(), create=n == 0, owner=None, history_limit=3)
+        messages.append(m)
+    last = user(cid, "last", T0 + 9)
+    context = await store.begin_turn(
+        last, new_message_id(), create=False, owner="", history_limit=3
+    )
+    assert context == [*messages[2:], last]
+
+
+async def test_begin_turn_refuses_unknown_and_foreign_conversations(store: Store) -> None:
+    cid = new_conversation_id()
+    await store.begin_turn(
+        user(cid, "mine"), new_message_id(), create=True, owner="a", history_limit=5
+    )
+    for conversation_id, owner in ((cid, "b"), (new_conversation_id(), None)):
+        rid = new_message_id()
+        with pytest.raises(ConversationNotFound):
+            await store.begin_turn(
+                user(conversation_id, "x"), rid, create=False, owner=owner, history_limit=5
+            )
+        assert await store.read_events(conversation_id, rid) == (
+            await store.read_events(new_conversation_id(), new_message_id())
+        )  # nothing of it was logged
+    assert [m.content for m in await store.history(cid)] == ["mine"]
+
+
+async def test_begin_turn_without_owner_check_continues_anyones(store: Store) -> None:
+    cid = new_conversation_id()
+    await store.begin_turn(
+        user(cid, "a"), new_message_id(), create=True, owner="a", history_limit=5
+    )
+    context = await store.begin_turn(
+        user(cid, "b"), new_message_id(), create=False, owner=None, history_limit=5
+    )
+    assert [m.content for m in context] == ["a", "b"]
+
+
+async def test_begin_turn_refuses_to_create_an_existing_id(store: Store) -> None:
+    cid = new_conversation_id()
+    await store.begin_turn(
+        user(cid, "a"), new_message_id(), create=True, owner=None, history_limit=5
+    )
+    with pytest.raises(ValueError, match="exists"):
+        await store.begin_turn(
+            user(cid, "b"), new_message_id(), create=True, owner=None, history_limit=5
+        )
+    assert [m.content for m in await store.history(cid)] == ["a"]
+
+
+async def test_finish_turn_stores_the_reply_and_ends_its_log(store: Store) -> None:
+    cid, rid = new_conversation_id(), new_message_id()
+    question = user(cid, "hi")
+    await store.begin_turn(question, rid, create=True, owner=None, history_limit=5)
+    await store.append_events(cid, rid, [(0, frame(rid, 0))])
+    reply = reply_to(cid, rid, "hello there")
+    await store.finish_turn(reply, [(0, frame(rid, 0)), (1, frame(rid, 1)), (2, frame(rid, 2))])
+    assert await store.history(cid) == [question, reply]
+    logged = await store.read_events(cid, rid)
+    assert logged.finished
+    assert logged.events == [(seq, frame(rid, seq)) for seq in range(3)]  # no duplicate of 0
+    await store.append_events(cid, rid, [(3, frame(rid, 3))])  # nothing after the end
+    assert len((await store.read_events(cid, rid)).events) == 3
+
+
+async def test_append_many_appends_to_each_reply(store: Store) -> None:
+    turns = []
+    for _ in range(3):
+        cid, rid = new_conversation_id(), new_message_id()
+        await store.begin_turn(user(cid, "q"), rid, create=True, owner=None, history_limit=1)
+        turns.append((cid, rid))
+    await store.append_many(
+        [
+            LogAppend(cid, rid, [(seq, frame(rid, seq)) for seq in range(n + 1)], finished=n == 2)
+            for n, (cid, rid) in enumerate(turns)
+        ]
+    )
+    await store.append_many([])
+    for n, (cid, rid) in enumerate(turns):
+        logged = await store.read_events(cid, rid)
+        assert [seq for seq, _ in logged.events] == list(range(n + 1))
+        assert logged.finished == (n == 2)
+
+
+async def test_batched_heartbeats_and_controls(store: Store) -> None:
+    turns = []
+    for _ in range(2):
+        cid, rid = new_conversation_id(), new_message_id()
+        await store.begin_turn(user(cid, "q"), rid, create=True, owner=None, history_limit=1)
+        turns.append((cid, rid))
+    await store.request_cancel(*turns[1])
+    unknown = (new_conversation_id(), new_message_id())
+    before = [c.writer_seen_at for c in await store.reply_controls(turns)]
+    await store.mark_writers(turns)
+    controls = await store.reply_controls([*turns, unknown])
+    assert [c.cancel_requested for c in controls] == [False, True, False]
+    for old, new in zip(before, controls, strict=False):
+        assert new.writer_seen_at is not None
+        assert old is None or new.writer_seen_at >= old
+    assert controls[2].writer_seen_at is None
+    assert await store.reply_controls([]) == []
