@@ -38,12 +38,11 @@ setup-dev: dev-install ## Developer setup: dev tools and a git pre-commit hook r
 	  chmod +x .git/hooks/pre-commit; echo "pre-commit hook installed"; fi
 
 run: install ## Serve on 127.0.0.1:8000 with the embedded defaults
-	HOST=$(HOST) PORT=$(PORT) $(PY) -m uvicorn chatbot_sse.main:app --host $(HOST) --port $(PORT) \
-	  --timeout-graceful-shutdown 10 --no-access-log
+	HOST=$(HOST) PORT=$(PORT) $(VENV)/bin/chatbot-sse serve
 
 run-dev: install ## Serve with auto-reload and console logs
 	DEBUG=true HOST=$(HOST) PORT=$(PORT) $(PY) -m uvicorn chatbot_sse.main:app --host $(HOST) \
-	  --port $(PORT) --reload --reload-dir src
+	  --port $(PORT) --reload --reload-dir src --http chatbot_sse.request_deadline:RequestDeadlineProtocol
 
 run-gunicorn: install ## Serve in production mode: gunicorn with uvicorn workers
 	HOST=$${HOST:-0.0.0.0} PORT=$(PORT) $(VENV)/bin/gunicorn -c gunicorn.conf.py chatbot_sse.main:app

@@ -14,6 +14,7 @@ import tempfile
 from typing import Any
 
 from chatbot_sse.config import Settings
+from chatbot_sse.workers import drain_graceful_timeout
 
 _settings = Settings()
 
@@ -25,7 +26,7 @@ timeout = 30  # heartbeat: the event loop is never blocked, so a live worker alw
 keepalive = 2
 # On SIGTERM / HUP, streams in flight get DRAIN_SECONDS to finish, then are handed off
 # (`reconnect`); the rest of the graceful timeout is for the cleanup after that.
-graceful_timeout = int(_settings.drain_seconds) + 10
+graceful_timeout = drain_graceful_timeout(_settings.drain_seconds)
 max_requests = 0
 preload_app = False
 accesslog = None  # the app logs requests itself; uvicorn's access log is noise under load

@@ -32,6 +32,10 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+# uvicorn's HTTP protocol per kind of server: its `auto` choice (httptools), or its fallback.
+PROTOCOLS = {"uvicorn": "RequestDeadlineProtocol", "h11": "H11DeadlineProtocol"}
+
+
 @dataclass
 class ServerProcess:
     """A server in its own process; `url` is where it listens."""
@@ -55,10 +59,13 @@ class ServerProcess:
                 str(ROOT / "gunicorn.conf.py"),
                 "chatbot_sse.main:app",
             ]
+        if self.kind == "serve":  # `make run`: the CLI, with the settings' own timeouts
+            return [str(BIN / "chatbot-sse"), "serve"]
         return [
             str(BIN / "python"), "-m", "uvicorn", "chatbot_sse.main:app",
             "--host", "127.0.0.1", "--port", str(self.port), "--no-access-log",
             "--timeout-graceful-shutdown", "5",
+            "--http", f"chatbot_sse.request_deadline:{PROTOCOLS.get(self.kind, PROTOCOLS['uvicorn'])}",
         ]  # fmt: skip
 
     def start(self, timeout: float = 30) -> ServerProcess:

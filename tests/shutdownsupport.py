@@ -75,3 +75,16 @@ def resume(server: ServerProcess, cid: str, last_id: str | None) -> Stream:
         events, comments, retry = parse_sse(raw)
         return Stream(response.status_code, response.headers, events, comments, retry, raw)
     return Stream(response.status_code, response.headers, [], [], None, raw)
+
+
+def assert_acknowledged_in_history(server: ServerProcess, streams: list[Stream]) -> None:
+    """Every reply whose `completed` was sent is in its conversation's history."""
+    for stream in streams:
+        if not stream.events or stream.last.event != "completed":
+            continue
+        done = stream.last.data
+        url = f"{server.url}/conversations/{done['conversation_id']}/history"
+        messages = httpx.get(url, timeout=10).json()["messages"]
+        assert {"id": done["message_id"], "content": done["content"]}.items() <= next(
+            m for m in messages if m["id"] == done["message_id"]
+        ).items()

@@ -30,10 +30,20 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Overrides HOST.")] = None,
     port: Annotated[int | None, typer.Option(help="Overrides PORT.")] = None,
 ) -> None:
-    """Run the server with uvicorn (one process; use gunicorn for production)."""
+    """Run the server with uvicorn (one process; use gunicorn for production).
+
+    Served like a gunicorn worker: requests must arrive within
+    REQUEST_READ_TIMEOUT, and SIGTERM drains for DRAIN_SECONDS before the
+    streams left are handed off.
+    """
     import uvicorn
 
     from chatbot_sse.config import Settings
+    from chatbot_sse.workers import (
+        HTTP_PROTOCOL,
+        drain_graceful_timeout,
+        graceful_shutdown_timeout,
+    )
 
     settings = Settings()
     uvicorn.run(
@@ -43,7 +53,10 @@ def serve(
         reload=settings.debug,
         log_level=settings.log_level.lower(),
         access_log=False,
-        timeout_graceful_shutdown=10,
+        http=HTTP_PROTOCOL,
+        timeout_graceful_shutdown=graceful_shutdown_timeout(
+            drain_graceful_timeout(settings.drain_seconds)
+        ),
     )
 
 

@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     max_streams_per_worker: int = Field(default=0, ge=0)  # concurrent, in one worker
     max_stream_seconds: float = Field(default=600.0, ge=0)  # a reply is stopped after this
     stream_backlog_bytes: int = Field(default=1024 * 1024, ge=0)  # a reader further behind: closed
+    # The whole request (head and body) must arrive within this many seconds of the connection
+    # (or of the previous response); slower clients get 408 and are closed. 0: no deadline.
+    request_read_timeout: float = Field(default=10.0, ge=0)
     idempotency_ttl_seconds: float = Field(default=86_400.0, gt=0)
     log_content: bool = False  # message content in INFO logs
 

@@ -6,6 +6,8 @@ finish; gunicorn then kills the worker after `graceful_timeout` and the
 streams' cleanup (storing the partial reply) never runs. This subclass sets
 uvicorn's timeout a little below gunicorn's, so uvicorn cancels what is left
 in time for the cancellation handlers to run before gunicorn's SIGKILL.
+It also serves HTTP with `RequestDeadlineProtocol`, so a client that trickles
+its request is closed after `REQUEST_READ_TIMEOUT` (see `request_deadline`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from typing import Any, ClassVar
 from uvicorn_worker import UvicornWorker as _StockWorker  # type: ignore[import-untyped]
 
 SHUTDOWN_MARGIN_SECONDS = 3
+# After DRAIN_SECONDS the streams left are handed off; this long is then left for the cleanup.
+DRAIN_CLEANUP_SECONDS = 10
+HTTP_PROTOCOL = "chatbot_sse.request_deadline:RequestDeadlineProtocol"
 
 
 def graceful_shutdown_timeout(gunicorn_graceful_timeout: float) -> int:
@@ -22,8 +27,21 @@ def graceful_shutdown_timeout(gunicorn_graceful_timeout: float) -> int:
     return max(1, int(gunicorn_graceful_timeout) - SHUTDOWN_MARGIN_SECONDS)
 
 
+def drain_graceful_timeout(drain_seconds: float) -> int:
+    """The graceful timeout that lets draining reach its handoff: DRAIN_SECONDS plus cleanup.
+
+    gunicorn's `graceful_timeout` (gunicorn.conf.py); a single uvicorn process
+    (`chatbot-sse serve`) uses `graceful_shutdown_timeout` of it, as a worker does.
+    """
+    return int(drain_seconds) + DRAIN_CLEANUP_SECONDS
+
+
 class UvicornWorker(_StockWorker):  # type: ignore[misc]  # untyped base class
-    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {"loop": "auto", "http": "auto", "lifespan": "on"}
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
+        "loop": "auto",
+        "http": HTTP_PROTOCOL,
+        "lifespan": "on",
+    }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

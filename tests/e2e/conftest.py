@@ -86,6 +86,7 @@ def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "uvicorn", "chatbot_sse.main:app", "--host", "127.0.0.1",
+             "--http", "chatbot_sse.request_deadline:RequestDeadlineProtocol",
              "--port", str(port), "--no-access-log", "--timeout-graceful-shutdown", "2"],
             cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip

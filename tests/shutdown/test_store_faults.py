@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from livesupport import ServerProcess, Stream, post_chat
-from shutdownsupport import RawStream
+from livesupport import ServerProcess, post_chat
+from shutdownsupport import RawStream, assert_acknowledged_in_history
 
 
 @contextmanager
@@ -44,19 +44,6 @@ def can_make_immutable(directory: Path) -> bool:
     finally:
         probe.unlink()
     return True
-
-
-def assert_acknowledged_in_history(server: ServerProcess, streams: list[Stream]) -> None:
-    """Every reply whose `completed` was sent is in its conversation's history."""
-    for stream in streams:
-        if not stream.events or stream.last.event != "completed":
-            continue
-        done = stream.last.data
-        url = f"{server.url}/conversations/{done['conversation_id']}/history"
-        messages = httpx.get(url, timeout=10).json()["messages"]
-        assert {"id": done["message_id"], "content": done["content"]}.items() <= next(
-            m for m in messages if m["id"] == done["message_id"]
-        ).items()
 
 
 def test_read_only_sqlite_fails_clearly_and_recovers(

@@ -21,7 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
-from chatbot_sse.errors import ChatError, Unauthorized
+from chatbot_sse.errors import ChatError, StoreUnavailable, Unauthorized
 
 log = structlog.get_logger(__name__)
 
@@ -69,7 +69,14 @@ def openai_error_response(
 
 
 def chat_error_response(exc: ChatError, *, openai: bool = False) -> JSONResponse:
-    """The HTTP answer to `exc`: its status, its code, and the headers it calls for."""
+    """The HTTP answer to `exc`: its status, its code, and the headers it calls for.
+
+    A store failure is also logged (an operator must learn that the disk is full
+    or Redis is down from the logs, not from users); the message names the
+    backend's error, never a request's content.
+    """
+    if isinstance(exc, StoreUnavailable):
+        log.error("store_unavailable", error=exc.message)
     headers: dict[str, str] = {}
     retry_after = exc.retry_after
     if retry_after is None and exc.status_code == 503:

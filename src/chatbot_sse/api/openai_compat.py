@@ -12,10 +12,20 @@ like a `POST /chat` turn, and the id comes back in `X-Conversation-Id` (and as
 Errors take OpenAI's shape, `{"error": {"message", "type", "param", "code"}}`:
 a status before a stream starts; after, a `data: {"error": ...}` line (which
 the `openai` package raises as `APIError`), and no `[DONE]`.
+
+Draining (SIGTERM): there is no resume here, so a completion still generating
+when the worker hands off (after DRAIN_SECONDS, when `POST /chat` streams get
+`reconnect`) is stopped with reason `shutdown` instead of being cut with the
+connection: a stream ends with the error chunk (`code: "shutdown"`, `retryable:
+true`) and then `data: [DONE]`, so every client sees a clean end and the
+`openai` package raises `APIError` saying to send it again; a whole completion
+answers `503` `shutdown` (which the `openai` package retries by itself). A
+stored turn keeps its partial reply, `interrupted`, as `POST /chat` does.
 """
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -40,6 +50,7 @@ from chatbot_sse.api.openai_body import (
 from chatbot_sse.api.streaming import EVENT_SCHEMA, EventStreamResponse, task_source
 from chatbot_sse.config import Settings
 from chatbot_sse.domain import Message
+from chatbot_sse.draining import Handoff
 from chatbot_sse.engines.base import Engine
 from chatbot_sse.errors import ChatError
 from chatbot_sse.turns import EventSink, TurnEvent, TurnService
@@ -54,6 +65,7 @@ _STATUS = {
     "engine_timeout": 504,
     "store_unavailable": 503,
     "engine_busy": 503,
+    "shutdown": 503,
 }
 _OWNER = "chatbot-sse"
 
@@ -91,7 +103,31 @@ def _error_body(error: dict[str, Any]) -> dict[str, Any]:
     return {"message": error["message"], "type": "server_error", "param": None, **error}
 
 
-def _stream(run: Runner, chunks: _Chunks, include_usage: bool) -> Callable[..., Awaitable[None]]:
+async def _until_handoff(run: Runner, emit: EventSink, handoff: Handoff) -> None:
+    """Run the turn; the worker's handoff cancels it with `shutdown` (it then emits `error`).
+
+    Returns normally when the handoff stopped it (the `error` event says so);
+    a cancellation from outside (the client left) propagates as usual.
+    """
+    generation = asyncio.ensure_future(run(emit))
+
+    def stop() -> None:
+        generation.cancel("shutdown")
+
+    unregister = handoff.register(stop)
+    try:
+        await generation
+    except asyncio.CancelledError:
+        current = asyncio.current_task()
+        if current is not None and current.cancelling():
+            raise
+    finally:
+        unregister()
+
+
+def _stream(
+    run: Runner, chunks: _Chunks, include_usage: bool, handoff: Handoff
+) -> Callable[..., Awaitable[None]]:
     async def produce(write: Callable[[bytes], Awaitable[None]]) -> None:
         async def emit(event: TurnEvent) -> None:
             data = event.data
@@ -106,24 +142,31 @@ def _stream(run: Runner, chunks: _Chunks, include_usage: bool) -> Callable[..., 
                 await write(tail + DONE)
             elif event.name == "error":
                 payload = {"error": _error_body(data["error"])}
-                await write(b"data: " + orjson.dumps(payload) + b"\n\n")
+                frame = b"data: " + orjson.dumps(payload) + b"\n\n"
+                # Handed off: the stream itself is sound, so it ends the way streams end.
+                await write(frame + DONE if data["error"]["code"] == "shutdown" else frame)
 
-        await run(emit)
+        await _until_handoff(run, emit, handoff)
 
     return produce
 
 
-async def _complete(run: Runner, completion_id: str, model: str, extra: dict[str, str]) -> Response:
+async def _complete(
+    run: Runner, completion_id: str, model: str, extra: dict[str, str], handoff: Handoff
+) -> Response:
     events: dict[str, dict[str, Any]] = {}
 
     async def emit(event: TurnEvent) -> None:
         events[event.name] = event.data
 
-    await run(emit)
+    await _until_handoff(run, emit, handoff)
     if "error" in events:
         error = events["error"]["error"]
         status = _STATUS.get(error["code"], 500 if error["code"] == "internal_error" else 502)
-        return openai_error(status, error["code"], error["message"])
+        response = openai_error(status, error["code"], error["message"])
+        if error["code"] == "shutdown":
+            response.headers["Retry-After"] = "1"
+        return response
     done = events["completed"]
     message = {"role": "assistant", "content": done["content"]}
     choice = {
@@ -221,14 +264,17 @@ async def chat_completions(request: Request) -> Response:
         run, reply_id, extra = await _runner(request, parsed)
         completion_id = f"chatcmpl-{reply_id}"
         model = model_id(request.app.state.engine)
+        handoff: Handoff = request.app.state.replies.handoff
         if not parsed.stream:
             try:
-                return await _complete(run, completion_id, model, extra)
+                return await _complete(run, completion_id, model, extra, handoff)
             finally:
                 await release()
         chunks = _Chunks(completion_id, model, extra)
         return EventStreamResponse(
-            task_source(_stream(run, chunks, parsed.include_usage), settings.max_stream_seconds),
+            task_source(
+                _stream(run, chunks, parsed.include_usage, handoff), settings.max_stream_seconds
+            ),
             keepalive=settings.keepalive_seconds,
             metrics=request.app.state.metrics,
             headers=_headers(extra),

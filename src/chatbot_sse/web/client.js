@@ -12,8 +12,10 @@
  * on where it stopped; a 204 (the reply has ended) or 410 (its events expired) settles the turn
  * from the stored message in the history; a 404 or 405 means the server cannot resume, and the
  * turn fails with a retryable error.
+ * Every request goes through `authFetch`, which adds the API key (and asks for one on 401).
  */
 
+import { authFetch } from "./auth.js";
 import { SseParser, pump } from "./sse.js";
 
 export class ChatError extends Error {
@@ -74,7 +76,7 @@ export async function followReply(request, handlers) {
   const turn = new Turn(handlers, request.conversationId);
   let response;
   try {
-    response = await fetch(`/conversations/${encodeURIComponent(request.conversationId)}/stream`, {
+    response = await authFetch(`/conversations/${encodeURIComponent(request.conversationId)}/stream`, {
       headers: { Accept: "text/event-stream" },
       signal: request.signal,
     });
@@ -103,7 +105,7 @@ async function finishTurn(turn, response, signal) {
   await sleep(turn.retryMs, signal);
   let resumed;
   try {
-    resumed = await fetch(`/conversations/${encodeURIComponent(turn.conversationId)}/stream`, {
+    resumed = await authFetch(`/conversations/${encodeURIComponent(turn.conversationId)}/stream`, {
       headers: { Accept: "text/event-stream", "Last-Event-ID": turn.parser.lastEventId },
       signal,
     });
@@ -147,7 +149,7 @@ async function settleFromHistory(turn, signal) {
  */
 export async function cancelReply(conversationId) {
   try {
-    await fetch(`/conversations/${encodeURIComponent(conversationId)}/cancel`, {
+    await authFetch(`/conversations/${encodeURIComponent(conversationId)}/cancel`, {
       method: "POST",
       keepalive: true,
     });
@@ -264,7 +266,7 @@ export async function fetchHistory(conversationId, signal) {
 /** `fetch`, with network failures turned into a retryable ChatError. */
 async function fetchOrFail(url, init) {
   try {
-    return await fetch(url, init);
+    return await authFetch(url, init);
   } catch (err) {
     if (isAbort(err)) throw err;
     throw new ChatError("network_error", "Can't reach the server. Check your connection.", { retryable: true });
