@@ -22,8 +22,15 @@ from shutdownsupport import RawStream, assert_acknowledged_in_history
 
 @contextmanager
 def immutable(directory: Path) -> Iterator[None]:
-    """The directory and every file in it immutable, for the duration."""
-    paths = [directory, *directory.iterdir()]
+    """The directory and every file in it immutable, for the duration, but SQLite's `-shm`.
+
+    The `-shm` file is SQLite's shared-memory index, mapped into every process
+    using the database; the kernel answers a write to a mapped page of an
+    immutable file with SIGBUS, which kills the process (no error code to
+    handle). A file turned read-only under a running server is a fault to
+    survive; a memory mapping pulled away is not what a read-only store means.
+    """
+    paths = [directory, *(p for p in directory.iterdir() if not p.name.endswith("-shm"))]
     subprocess.run(["chattr", "+i", *map(str, paths)], check=True)
     try:
         yield
