@@ -47,6 +47,11 @@ class TurnEvent:
 
 EventSink = Callable[[TurnEvent], Awaitable[None]]
 
+ChunkSink = Callable[[int, str], None]
+"""Delivers a `message` event as its seq and content, without awaiting: for transports
+that queue frames anyway (`ReplyHub`), the reply's hot path skips building a
+`TurnEvent`, its dict and a coroutine per chunk."""
+
 ReplyFinisher = Callable[[TurnEvent, Message], Awaitable[None]]
 """Stores a turn's reply (complete or partial) and delivers its terminal event, in that
 order: `completed` must never reach a client for a reply that is not stored. A finisher
@@ -176,11 +181,18 @@ class TurnService:
 
         return finish
 
-    async def run(self, turn: Turn, emit: EventSink, finish: ReplyFinisher | None = None) -> None:
+    async def run(
+        self,
+        turn: Turn,
+        emit: EventSink,
+        finish: ReplyFinisher | None = None,
+        chunk: ChunkSink | None = None,
+    ) -> None:
         """Generate the reply, emitting `connected`, `message`…, then `completed` or `error`.
 
         A stored turn's terminal event goes through `finish` with the reply to
         store (default: `store_then_emit(emit)`); a stateless turn's through `emit`.
+        `message` events go through `chunk` when given, else through `emit`.
         Cancellation (the client went away) stores the partial reply as
         interrupted and re-raises; engine and store failures become an `error`
         event after the partial reply is stored as failed.
@@ -208,15 +220,18 @@ class TurnService:
             result = StreamResult()
             chunks_of = open_stream(self.engine, context, result, turn.reservation)
             async with contextlib.aclosing(chunks_of) as chunks:
-                async for chunk in chunks:
-                    if not chunk:
+                async for text in chunks:
+                    if not text:
                         continue
                     if first_chunk_at is None:
                         first_chunk_at = time.perf_counter()
-                    parts.append(chunk)
+                    parts.append(text)
                     seq += 1
-                    data = {"type": "message", "content": chunk, **base}
-                    await emit(TurnEvent("message", f"{rid}:{seq}", data))
+                    if chunk is not None:
+                        chunk(seq, text)
+                    else:
+                        data = {"type": "message", "content": text, **base}
+                        await emit(TurnEvent("message", f"{rid}:{seq}", data))
             reply = "".join(parts)
             finish_reason = result.finish_reason or "stop"
             usage = _usage(result, context, reply)

@@ -14,7 +14,7 @@ import itertools
 import json
 from typing import Any
 
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from ssespec import SpecParser
 
@@ -110,3 +110,21 @@ def test_line_breaks_and_control_characters_stay_in_one_data_line(
 
 def test_a_ping_dispatches_nothing() -> None:
     assert read(sse.PING * 3, [1, 5, 9]).events == []
+
+
+@given(
+    reply_id=st.from_regex(r"\A[0-9a-f]{28}\Z"),
+    seq=st.integers(min_value=1, max_value=10**6),
+    content=st.text() | text_with_controls,
+    fields=st.sampled_from([{}, {"conversation_id": "c" * 32, "message_id": "m" * 28}])
+    | st.dictionaries(st.text(), json_values, max_size=3),
+)
+@settings(max_examples=300)
+def test_message_template_is_byte_identical_to_the_encoder(
+    reply_id: str, seq: int, content: str, fields: dict[str, Any]
+) -> None:
+    """The hot path's pre-encoded `message` frames are exactly what `encode_event` writes."""
+    assume(not set(fields) & {"type", "content"})  # the template writes these two itself
+    data = {"type": "message", "content": content, **fields}
+    expected = sse.encode_event("message", f"{reply_id}:{seq}", data)
+    assert sse.MessageFrames(reply_id, fields).frame(seq, content) == expected

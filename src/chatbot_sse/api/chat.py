@@ -17,7 +17,7 @@ from chatbot_sse.api.streaming import EVENT_SCHEMA, EventStreamResponse, FrameSo
 from chatbot_sse.config import Settings
 from chatbot_sse.domain import Message, new_conversation_id, new_message_id
 from chatbot_sse.errors import IdempotencyKeyReused
-from chatbot_sse.replies import FrameFinish, FrameWrite, Generate, ReplyHub
+from chatbot_sse.replies import Generate, ReplyHub, ReplyOutput
 from chatbot_sse.stores.base import Store
 from chatbot_sse.turns import Turn, TurnEvent, TurnService
 
@@ -43,11 +43,13 @@ _SSE_EXAMPLE = (
 
 
 def encoded_turn(service: TurnService, turn: Turn, retry_ms: int) -> Generate:
-    """The turn as a generator of encoded SSE frames; the first carries `retry:`."""
+    """The turn as encoded SSE frames; the first carries `retry:`."""
     first_prefix = sse.retry_field(retry_ms)
+    fields = {"conversation_id": turn.conversation_id, "message_id": turn.reply_id}
 
-    async def generate(write: FrameWrite, finish_with: FrameFinish) -> None:
+    async def generate(output: ReplyOutput) -> None:
         prefix = first_prefix
+        messages = sse.MessageFrames(turn.reply_id, fields)
 
         def encode(event: TurnEvent) -> bytes:
             nonlocal prefix
@@ -56,12 +58,15 @@ def encoded_turn(service: TurnService, turn: Turn, retry_ms: int) -> Generate:
             return frame
 
         async def emit(event: TurnEvent) -> None:
-            await write(encode(event))
+            output.publish(encode(event))
 
         async def finish(event: TurnEvent, reply: Message) -> None:
-            await finish_with(encode(event), reply)
+            await output.finish(encode(event), reply)
 
-        await service.run(turn, emit, finish)
+        def chunk(seq: int, text: str) -> None:
+            output.publish(messages.frame(seq, text))
+
+        await service.run(turn, emit, finish, chunk)
 
     return generate
 
