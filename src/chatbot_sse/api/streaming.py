@@ -291,6 +291,37 @@ class BytesSource:
         return 0
 
 
+class BacklogCheck:
+    """Every `BACKLOG_CHECK_INTERVAL`, cut a response whose reader lets its backlog grow.
+
+    A class, not a closure that re-arms itself: such a closure refers to itself,
+    a reference cycle that only the garbage collector would free, with the whole
+    response (its source, its reply's frames) hanging off it, for every reply.
+    """
+
+    __slots__ = ("_handle", "_response", "_writer")
+
+    def __init__(self, response: EventStreamResponse, writer: asyncio.Future[None]) -> None:
+        self._response: EventStreamResponse | None = response
+        self._writer = writer
+        self._handle = asyncio.get_running_loop().call_later(BACKLOG_CHECK_INTERVAL, self._check)
+
+    def _check(self) -> None:
+        response = self._response
+        if response is None:
+            return
+        if response.source.backlog() > response.max_backlog:
+            response._cut(self._writer, "slow_reader")
+        elif not self._writer.done():
+            self._handle = asyncio.get_running_loop().call_later(
+                BACKLOG_CHECK_INTERVAL, self._check
+            )
+
+    def cancel(self) -> None:
+        self._handle.cancel()
+        self._response = None
+
+
 class EventStreamResponse(Response):
     media_type = "text/event-stream"
 
@@ -335,18 +366,11 @@ class EventStreamResponse(Response):
         writer = asyncio.ensure_future(self._write(send))
         watcher = asyncio.ensure_future(self._watch(receive))
         loop = asyncio.get_running_loop()
-        timers: list[asyncio.TimerHandle] = []
+        expiry = backlog_check = None
         if self.max_seconds > 0:
-            timers.append(loop.call_later(self.max_seconds, self._cut, writer, "expired"))
+            expiry = loop.call_later(self.max_seconds, self._cut, writer, "expired")
         if self.max_backlog > 0:
-
-            def check() -> None:
-                if self.source.backlog() > self.max_backlog:
-                    self._cut(writer, "slow_reader")
-                elif not writer.done():
-                    timers[-1] = loop.call_later(BACKLOG_CHECK_INTERVAL, check)
-
-            timers.append(loop.call_later(BACKLOG_CHECK_INTERVAL, check))
+            backlog_check = BacklogCheck(self, writer)
         unregister = None
         if self.handoff is not None:
             unregister = self.handoff.register(lambda: self._cut(writer, "shutdown"))
@@ -357,8 +381,10 @@ class EventStreamResponse(Response):
         finally:
             if unregister is not None:
                 unregister()
-            for timer in timers:
-                timer.cancel()
+            if expiry is not None:
+                expiry.cancel()
+            if backlog_check is not None:
+                backlog_check.cancel()
             for task in (writer, watcher):
                 task.cancel()
             for task in (writer, watcher):
