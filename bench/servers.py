@@ -48,8 +48,10 @@ class Spec:
                 str(ROOT / "gunicorn.conf.py"),
                 "chatbot_sse.main:app",
             ]
-        app = "chatbot_sse.main:app" if self.ours else f"bench.peers.{self.name}:app"
-        return [*UVICORN, "--port", str(port), app]
+        if self.ours:  # as `chatbot-sse serve` runs it: httptools, with the request deadline
+            http = ["--http", "chatbot_sse.request_deadline:RequestDeadlineProtocol"]
+            return [*UVICORN, *http, "--port", str(port), "chatbot_sse.main:app"]
+        return [*UVICORN, "--port", str(port), f"bench.peers.{self.name}:app"]
 
     def env(self, port: int, pace: float, workdir: Path) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}

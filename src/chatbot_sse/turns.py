@@ -140,12 +140,11 @@ class TurnService:
         """
         reservation = reserve(self.engine)
         try:
-            turn = await self._begin(text, conversation_id, owner, create_as, reply_id)
+            return await self._begin(text, conversation_id, owner, create_as, reply_id, reservation)
         except BaseException:
             if reservation is not None:
                 reservation.release()
             raise
-        return dataclasses.replace(turn, reservation=reservation)
 
     def begin_stateless(self, context: Sequence[Message]) -> Turn:
         """A turn on exactly `context`, nothing stored; `EngineBusy` (503) if the engine is full."""
@@ -158,6 +157,7 @@ class TurnService:
         owner: str | None,
         create_as: str | None,
         reply_id: str | None,
+        reservation: Reservation | None,
     ) -> Turn:
         now = time.time()
         new = conversation_id is None
@@ -170,7 +170,9 @@ class TurnService:
         )
         if self.log_content:
             log.info("user_message", conversation_id=conversation_id, content=text)
-        return Turn(conversation_id, user_message, reply_id, new, history=history)
+        return Turn(
+            conversation_id, user_message, reply_id, new, reservation=reservation, history=history
+        )
 
     def store_then_emit(self, emit: EventSink) -> ReplyFinisher:
         """The finisher of a sink that keeps no log: `append_message`, then `emit`."""

@@ -14,6 +14,12 @@ Version 3 added `conversations.owner` (the hash of the API key that created
 it; `ALTER TABLE` for older files, since `ADD COLUMN` has no `IF NOT EXISTS`)
 and the guards' tables (`_sqlite_guards`): `rate_windows`, `stream_slots`,
 `idempotency_keys`.
+
+Version 4 added indexes on expiry times (`replies_finished`, `replies_unfinished`,
+`idempotency_by_expiry`): pruning used to scan every row kept, and at a steady
+2,000 replies/s with the default 300 s retention `replies` holds 600,000 of
+them, scanned every 64 appends (36 ms per scan at 300,000). With the indexes a
+sweep reads only what has expired.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ __all__ = [
     "write",
 ]
 
-SCHEMA_VERSION = 3  # kept in `PRAGMA user_version`; bump it with a migration step
+SCHEMA_VERSION = 4  # kept in `PRAGMA user_version`; bump it with a migration step
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS conversations (
         id TEXT PRIMARY KEY,
@@ -73,6 +79,12 @@ SCHEMA = (
         UNIQUE (conversation_id, reply_id)
     )""",
     "CREATE INDEX IF NOT EXISTS replies_by_conversation ON replies (conversation_id, id)",
+    # Partial: a reply is in exactly one, finished ones by when they finished, the others
+    # (in flight or abandoned) by their last append or heartbeat.
+    "CREATE INDEX IF NOT EXISTS replies_finished ON replies (finished_at)"
+    " WHERE finished_at IS NOT NULL",
+    "CREATE INDEX IF NOT EXISTS replies_unfinished ON replies (updated_at)"
+    " WHERE finished_at IS NULL",
     """CREATE TABLE IF NOT EXISTS reply_events (
         reply INTEGER NOT NULL,
         seq INTEGER NOT NULL,
@@ -96,6 +108,7 @@ SCHEMA = (
         ref TEXT NOT NULL,
         expires_at REAL NOT NULL
     ) WITHOUT ROWID""",
+    "CREATE INDEX IF NOT EXISTS idempotency_by_expiry ON idempotency_keys (expires_at)",
 )
 
 COLUMNS = "id, conversation_id, role, content, created_at, status, meta"
