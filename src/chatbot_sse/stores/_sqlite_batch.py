@@ -25,6 +25,8 @@ from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
 
+from chatbot_sse.stores._sqlite_writer_lock import WriterLock
+
 T = TypeVar("T")
 
 Operation = tuple[Callable[[sqlite3.Connection], Any], bool, "asyncio.Future[Any]"]
@@ -34,8 +36,11 @@ Outcome = tuple[bool, Any]  # (succeeded, value or exception)
 class GroupCommit:
     """Queues writes and commits them in batches on the store's thread."""
 
-    def __init__(self, connection: Callable[[], sqlite3.Connection]) -> None:
+    def __init__(
+        self, connection: Callable[[], sqlite3.Connection], writer_lock: WriterLock | None = None
+    ) -> None:
         self._connection = connection
+        self._writer_lock = writer_lock
         self._lock = threading.Lock()
         self._pending: list[Operation] = []
         self._draining = False
@@ -93,6 +98,8 @@ class GroupCommit:
             conn = self._connection()
             durable = any(op[1] for op in batch)
             conn.execute(f"PRAGMA synchronous = {'FULL' if durable else 'NORMAL'}")
+            if self._writer_lock is not None:
+                self._writer_lock.acquire()
             conn.execute("BEGIN IMMEDIATE")
             for fn, _, _ in batch:
                 conn.execute("SAVEPOINT op")
@@ -112,6 +119,9 @@ class GroupCommit:
             except Exception:  # noqa: S110 - the original error is what callers must see
                 pass
             return [(False, exc)] * len(batch)
+        finally:
+            if self._writer_lock is not None:
+                self._writer_lock.release()
         return outcomes
 
 

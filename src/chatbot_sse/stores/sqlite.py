@@ -61,6 +61,7 @@ from chatbot_sse.stores._sqlite_sql import (
     message_from_row,
     prepare,
 )
+from chatbot_sse.stores._sqlite_writer_lock import WriterLock
 from chatbot_sse.stores.base import IdempotencyRecord, LogAppend, ReplyControl, ReplyEvents
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "from_url"]
@@ -97,7 +98,8 @@ class SQLiteStore:
         self._appends = 0
         self._guard_calls = 0
         self._changed: asyncio.Event | None = None  # set (and replaced) at each local append
-        self._writes = GroupCommit(self._connection)
+        self._writer_lock = WriterLock(self.path)
+        self._writes = GroupCommit(self._connection, self._writer_lock)
         self._reader = ReadConnection(self.path, busy_timeout_ms)
         self._write_failing = False  # the last write failed: `ping` probes with a write
 
@@ -173,6 +175,7 @@ class SQLiteStore:
         prepare(conn, self.path, self.busy_timeout_ms)
 
     def _disconnect(self) -> None:
+        self._writer_lock.close()
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
