@@ -1,0 +1,167 @@
+"""chatbot-sse's app driven in this process, no sockets: CPU per reply, optionally with parts off.
+
+    STORE_URL=memory:// .venv/bin/python -m bench.inprocess --replies 8000 --concurrency 50
+    .venv/bin/python -m bench.inprocess --without engine,middlewares,metrics,logging
+    .venv/bin/python -m bench.inprocess --gc-off
+
+Each reply is `POST /chat` with `message=nice` (22 events) through the app's lifespan, its
+middlewares and `ChatbotApp`, as uvicorn would call it, minus HTTP parsing and sockets.
+`--without` replaces a part with a no-op to see what it costs: `engine` (the simulated bot's
+`compose_reply` returns its answer to "nice" at once), `middlewares` (request context,
+security headers, access), `metrics` (every `Metrics` method), `logging` (the turn, hub and
+stream loggers). Profilers overstate small calls at this scale (cProfile's overhead, py-spy's
+sampling of paused processes); CPU time with a part removed does not. Results are CPU
+microseconds per reply of this process (`time.process_time`), after 300 replies of warm-up.
+Defaults match `make bench`: RESPONSE_DELAY=0, TOKEN_DELAY=0, LOG_LEVEL=WARNING.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import os
+import time
+from typing import Any
+
+PARTS = ("engine", "middlewares", "metrics", "logging")
+BODY = b"message=nice"
+
+
+def _without(parts: set[str]) -> None:
+    """Replace each named part with a no-op; must run before the app is imported."""
+    if "engine" in parts:
+        from chatbot_sse.domain import Message, Role
+        from chatbot_sse.engines import simulated
+
+        answer = simulated.compose_reply([Message("m", "c", Role.USER, "nice", 0.0)])
+        simulated.compose_reply = lambda context: answer  # type: ignore[assignment]
+    if "middlewares" in parts:
+        from chatbot_sse.api.access import AccessMiddleware
+        from chatbot_sse.api.headers import SecurityHeadersMiddleware
+        from chatbot_sse.observability.asgi import RequestContextMiddleware
+
+        async def passthrough(self: Any, scope: Any, receive: Any, send: Any) -> None:
+            scope.setdefault("state", {})
+            await self.app(scope, receive, send)
+
+        for cls in (SecurityHeadersMiddleware, AccessMiddleware, RequestContextMiddleware):
+            cls.__call__ = passthrough  # type: ignore[method-assign]
+    if "metrics" in parts:
+        from chatbot_sse.observability.metrics import Metrics
+
+        for name in dir(Metrics):
+            if not name.startswith("_") and callable(getattr(Metrics, name)):
+                setattr(Metrics, name, lambda self, *args, **kwargs: None)
+    if "logging" in parts:
+        from chatbot_sse import replies, turns
+        from chatbot_sse.api import streaming
+
+        class Silent:
+            def __getattr__(self, name: str) -> Any:
+                return lambda *args, **kwargs: None
+
+        for module in (turns, replies, streaming):
+            module.log = Silent()  # type: ignore[attr-defined]
+
+
+def _scope() -> dict[str, Any]:
+    return {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/chat", "raw_path": b"/chat", "query_string": b"",
+        "root_path": "", "client": ("127.0.0.1", 50000), "server": ("127.0.0.1", 8000),
+        "headers": [
+            (b"host", b"127.0.0.1:8000"),
+            (b"content-type", b"application/x-www-form-urlencoded"),
+            (b"content-length", str(len(BODY)).encode()),
+        ],
+    }  # fmt: skip
+
+
+async def _reply(app: Any) -> int:
+    """One request; the number of `send`s it took."""
+    sent_body = False
+    done = asyncio.Event()
+    sends = 0
+
+    async def receive() -> dict[str, Any]:
+        nonlocal sent_body
+        if not sent_body:
+            sent_body = True
+            return {"type": "http.request", "body": BODY, "more_body": False}
+        await done.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        nonlocal sends
+        sends += 1
+        if message["type"] == "http.response.body" and not message.get("more_body"):
+            done.set()
+
+    await app(_scope(), receive, send)
+    return sends
+
+
+async def _run(replies: int, concurrency: int, gc_off: bool) -> dict[str, float]:
+    from chatbot_sse.main import app
+
+    events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    started = asyncio.Event()
+
+    async def lifespan_send(message: dict[str, Any]) -> None:
+        if message["type"] == "lifespan.startup.complete":
+            started.set()
+
+    await events.put({"type": "lifespan.startup"})
+    lifespan = asyncio.ensure_future(
+        app(
+            {"type": "lifespan", "asgi": {"version": "3.0"}, "state": {}}, events.get, lifespan_send
+        )
+    )
+    await started.wait()
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one() -> int:
+        async with gate:
+            return await _reply(app)
+
+    await asyncio.gather(*(one() for _ in range(300)))
+    if gc_off:
+        gc.disable()
+    cpu, wall = time.process_time(), time.perf_counter()
+    sends = await asyncio.gather(*(one() for _ in range(replies)))
+    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+    await events.put({"type": "lifespan.shutdown"})
+    await lifespan
+    return {
+        "cpu_us_per_reply": 1e6 * cpu / replies,
+        "replies_per_s": replies / wall,
+        "sends_per_reply": sum(sends) / replies,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--replies", type=int, default=8000)
+    parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--without", default="", help=f"comma-separated: {', '.join(PARTS)}")
+    parser.add_argument("--gc-off", action="store_true", help="no garbage collection while timed")
+    args = parser.parse_args()
+    parts = set(filter(None, args.without.split(",")))
+    if parts - set(PARTS):
+        parser.error(f"unknown parts: {', '.join(sorted(parts - set(PARTS)))}")
+    for name, value in (("RESPONSE_DELAY", "0"), ("TOKEN_DELAY", "0"), ("LOG_LEVEL", "WARNING")):
+        os.environ.setdefault(name, value)
+    _without(parts)
+    import uvloop
+
+    result = uvloop.run(_run(args.replies, args.concurrency, args.gc_off))
+    label = ",".join(sorted(parts)) or "everything on"
+    print(
+        f"{label}: {result['cpu_us_per_reply']:.0f} us CPU/reply, "
+        f"{result['replies_per_s']:.0f} replies/s, {result['sends_per_reply']:.1f} sends/reply"
+    )
+
+
+if __name__ == "__main__":
+    main()
