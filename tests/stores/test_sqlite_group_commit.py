@@ -5,22 +5,10 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
 
 from chatbot_sse.domain import Message, Role, new_conversation_id, new_message_id
 from chatbot_sse.errors import ConversationNotFound
 from chatbot_sse.stores.sqlite import SQLiteStore
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    store = SQLiteStore(tmp_path / "chat.db")
-    await store.open()
-    yield store
-    await store.close()
 
 
 def message(conversation_id: str, content: str, message_id: str | None = None) -> Message:

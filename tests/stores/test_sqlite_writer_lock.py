@@ -10,7 +10,6 @@ import asyncio
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -28,14 +27,6 @@ HOLD = textwrap.dedent(
     sys.stdin.readline()  # until the test says so
     """
 )
-
-
-@pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[SQLiteStore]:
-    store = SQLiteStore(tmp_path / "chat.db")
-    await store.open()
-    yield store
-    await store.close()
 
 
 async def test_a_write_waits_for_the_process_holding_the_lock(
@@ -78,12 +69,9 @@ async def test_the_lock_is_taken_and_given_back_for_each_commit(
     assert await taken.wait() == 0
 
 
-async def test_a_lock_file_that_cannot_be_created_is_a_store_error(tmp_path: Path) -> None:
-    store = SQLiteStore(tmp_path / "chat.db")
-    await store.open()
-    try:
-        (tmp_path / "chat.db-writer.lock").mkdir()  # in the lock file's way: open() fails
-        with pytest.raises(StoreUnavailable):
-            await store.create_conversation(new_conversation_id(), time.time())
-    finally:
-        await store.close()
+async def test_a_lock_file_that_cannot_be_created_is_a_store_error(
+    store: SQLiteStore, tmp_path: Path
+) -> None:
+    (tmp_path / "chat.db-writer.lock").mkdir()  # in the lock file's way: open() fails
+    with pytest.raises(StoreUnavailable):
+        await store.create_conversation(new_conversation_id(), time.time())
