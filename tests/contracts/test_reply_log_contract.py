@@ -92,6 +92,19 @@ async def test_events_come_back_in_order_after_seq(store: Store) -> None:
     assert beyond == ReplyEvents([], finished=False, exists=True)
 
 
+async def test_a_read_may_start_inside_one_append(store: Store) -> None:
+    """Resume points fall anywhere, also inside frames appended together (SQLite keeps
+    those as one row), and whatever precedes or follows them: gaps, odd frames."""
+    conversation_id, reply_id = ids()
+    sent = [*frames(reply_id, range(6)), (7, b"odd\n\nframe"), *frames(reply_id, range(8, 11))]
+    await store.append_events(conversation_id, reply_id, sent[:9])
+    await store.append_events(conversation_id, reply_id, sent[9:], finished=True)
+    for after in range(-1, 11):
+        got = await store.read_events(conversation_id, reply_id, after_seq=after)
+        assert got.events == [(seq, f) for seq, f in sent if seq > after], after
+        assert got.finished
+
+
 async def test_frames_are_kept_byte_for_byte(store: Store) -> None:
     conversation_id, reply_id = ids()
     sent = [

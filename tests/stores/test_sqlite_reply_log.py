@@ -67,7 +67,7 @@ async def test_a_version_1_file_is_migrated_keeping_its_data(db_path: Path) -> N
     store = SQLiteStore(db_path)
     await store.open()
     try:
-        assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 4
+        assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 5
         assert [m.content for m in await store.history("c1")] == ["kept"]
         conversation = await store.get_conversation("c1")
         assert conversation is not None
@@ -76,6 +76,43 @@ async def test_a_version_1_file_is_migrated_keeping_its_data(db_path: Path) -> N
         assert await store.read_events("c1", "r1") == ReplyEvents([(0, b"x")], True, True)
     finally:
         await store.close()
+
+
+async def test_a_version_4_log_is_migrated_and_reads_back_with_new_rows(db_path: Path) -> None:
+    """Version 5 keeps consecutive frames appended together in one row (`span`); rows
+    written by version 4, one event each, read as before, beside the new ones."""
+    store = SQLiteStore(db_path)
+    await store.open()
+    await store.close()
+    conversation_id, reply_id = new_conversation_id(), new_message_id()
+    old = [(seq, b"event: message\nid: r:%d\ndata: {}\n\n" % seq) for seq in range(3)]
+    with contextlib.closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
+        conn.executescript(
+            "DROP TABLE reply_events; CREATE TABLE reply_events (reply INTEGER NOT NULL,"
+            " seq INTEGER NOT NULL, frame BLOB NOT NULL, PRIMARY KEY (reply, seq)) WITHOUT ROWID;"
+            "PRAGMA user_version = 4;"
+        )
+        cursor = conn.execute(
+            "INSERT INTO replies (conversation_id, reply_id, updated_at, last_seq)"
+            " VALUES (?, ?, ?, 2)",
+            (conversation_id, reply_id, time.time()),
+        )
+        conn.executemany(
+            "INSERT INTO reply_events (reply, seq, frame) VALUES (?, ?, ?)",
+            [(cursor.lastrowid, seq, frame) for seq, frame in old],
+        )
+    store = SQLiteStore(db_path)
+    await store.open()
+    try:
+        assert (await store.pragmas())["user_version"] == SCHEMA_VERSION
+        new = [(seq, b"event: message\nid: r:%d\ndata: {}\n\n" % seq) for seq in range(3, 8)]
+        await store.append_events(conversation_id, reply_id, new, finished=True)
+        for after in range(-1, 8):
+            got = await store.read_events(conversation_id, reply_id, after_seq=after)
+            assert got.events == [(seq, f) for seq, f in old + new if seq > after]
+    finally:
+        await store.close()
+    assert count_rows(db_path) == (1, 4)  # three old rows, one new
 
 
 async def test_expired_replies_are_deleted_from_the_file(store: SQLiteStore, db_path: Path) -> None:

@@ -89,6 +89,12 @@ class FrameSource(Protocol):
     def backlog(self) -> int:
         """Bytes produced for this reader since it last took a batch (0: nothing piles up)."""
 
+    def ended(self) -> bool:
+        """True when the batch last taken was the end: the next `next_batch` returns None.
+
+        Lets the writer send the last frames and end the response in one `send`.
+        """
+
 
 class LiveSource:
     """Reads a reply generated in this process, straight from memory.
@@ -107,6 +113,9 @@ class LiveSource:
 
     def backlog(self) -> int:
         return self.live.size - self.taken
+
+    def ended(self) -> bool:
+        return self.live.finished and self.position >= len(self.live.frames)
 
     async def next_batch(self, patience: float) -> bytes | None:
         live = self.live
@@ -215,6 +224,7 @@ class LogSource:
         if result.events:
             self.after_seq = result.events[-1][0]
             self.progress_at = time.monotonic()
+            self.done = result.finished  # the same snapshot: the terminal event is among these
             return b"".join(frame for _, frame in result.events)
         if result.finished or not result.exists:
             self.done = True
@@ -273,6 +283,9 @@ class LogSource:
         """Nothing piles up: a slow reader only reads the store later."""
         return 0
 
+    def ended(self) -> bool:
+        return self.done
+
 
 class BytesSource:
     """Frames known in full beforehand (a reply replayed from history): one batch, then the end."""
@@ -289,6 +302,9 @@ class BytesSource:
 
     def backlog(self) -> int:
         return 0
+
+    def ended(self) -> bool:
+        return self.frames is None
 
 
 class BacklogCheck:
@@ -439,6 +455,9 @@ class EventStreamResponse(Response):
                 batch = sse.PING
             if pending:
                 batch, pending = pending + batch, b""
+            if source.ended():  # the last frames end the response in the same write
+                pending = batch
+                break
             started = time.perf_counter()
             await send({"type": "http.response.body", "body": batch, "more_body": True})
             took = time.perf_counter() - started

@@ -48,7 +48,7 @@ __all__ = [
 
 ERROR_AFTER_CHUNKS = 3
 SLOW_FACTOR = 10
-YIELD_EVERY = 16  # chunks between `sleep(0)` when there is no delay to sleep
+YIELD_EVERY = 32  # chunks between `sleep(0)` when there is no delay to sleep
 
 _CHUNK = re.compile(r"\s*\S+|\s+")
 

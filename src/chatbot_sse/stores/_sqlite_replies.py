@@ -24,6 +24,11 @@ from chatbot_sse.stores.base import ReplyControl, ReplyEvents
 
 __all__ = ["append", "control", "latest", "prune", "read", "set_cancel", "set_reader"]
 
+FRAME_END = b"\n\n"
+"""Ends every SSE event. Consecutive frames appended together are kept as one row (a fast
+reply's 22 events are one insert, not 22); `read` splits them again at this mark, so only
+frames holding it exactly once, at their end, are joined."""
+
 # Parameters: (now - ABANDONED_AFTER, now - retention). No NULL can reach NOT: updated_at is set.
 EXPIRED = "(CASE WHEN finished_at IS NULL THEN updated_at <= ? ELSE finished_at <= ? END)"
 SELECT_REPLY = (
@@ -89,12 +94,24 @@ def append(
         reply, last_seq, finished_at, _ = row
     if finished_at is not None:
         return
-    fresh = []
+    rows: list[tuple[int, int, bytes, int]] = []
+    run: list[bytes] = []  # frames joinable into the row being built: consecutive, one event each
     for seq, frame in events:
-        if seq > last_seq:
-            fresh.append((reply, seq, frame))
-            last_seq = seq
-    conn.executemany("INSERT INTO reply_events (reply, seq, frame) VALUES (?, ?, ?)", fresh)
+        if seq <= last_seq:
+            continue
+        joinable = frame.find(FRAME_END) == len(frame) - 2 >= 0
+        if not (run and seq == last_seq + 1 and joinable):
+            if run:
+                rows.append((reply, last_seq - len(run) + 1, b"".join(run), len(run)))
+                run = []
+            if not joinable:
+                rows.append((reply, seq, frame, 1))
+        if joinable:
+            run.append(frame)
+        last_seq = seq
+    if run:
+        rows.append((reply, last_seq - len(run) + 1, b"".join(run), len(run)))
+    conn.executemany("INSERT INTO reply_events (reply, seq, frame, span) VALUES (?, ?, ?, ?)", rows)
     conn.execute(
         "UPDATE replies SET last_seq = ?, updated_at = ?, finished_at = ? WHERE id = ?",
         (last_seq, now, now if finished else None, reply),
@@ -108,11 +125,29 @@ def read(
         row = conn.execute(SELECT_REPLY, (*_limits(now, retention), *keys)).fetchone()
         if row is None or not row[3]:
             return ReplyEvents([], finished=False, exists=False)
-        rows = conn.execute(
-            "SELECT seq, frame FROM reply_events WHERE reply = ? AND seq > ? ORDER BY seq",
-            (row[0], after_seq),
-        )
-        return ReplyEvents(rows.fetchall(), finished=row[2] is not None, exists=True)
+        rows = conn.execute(SELECT_ROWS_AFTER, (row[0], after_seq)).fetchall()
+        return ReplyEvents(_frames(rows, after_seq), finished=row[2] is not None, exists=True)
+
+
+# The rows holding the events after ?2: those starting after it, and the one it may be in.
+SELECT_ROWS_AFTER = (
+    "SELECT seq, frame, span FROM reply_events WHERE reply = ?1 AND seq >= coalesce("
+    "(SELECT max(seq) FROM reply_events WHERE reply = ?1 AND seq <= ?2), ?2 + 1) ORDER BY seq"
+)
+
+
+def _frames(rows: list[tuple[int, bytes, int]], after_seq: int) -> list[tuple[int, bytes]]:
+    """The events after `after_seq`, one per frame, from rows holding `span` events each."""
+    out: list[tuple[int, bytes]] = []
+    for seq, blob, span in rows:
+        if span == 1:
+            if seq > after_seq:
+                out.append((seq, blob))
+            continue
+        parts = blob.split(FRAME_END)
+        for offset in range(max(0, after_seq + 1 - seq), span):
+            out.append((seq + offset, parts[offset] + FRAME_END))
+    return out
 
 
 def latest(

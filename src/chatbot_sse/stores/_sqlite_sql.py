@@ -20,6 +20,10 @@ Version 4 added indexes on expiry times (`replies_finished`, `replies_unfinished
 2,000 replies/s with the default 300 s retention `replies` holds 600,000 of
 them, scanned every 64 appends (36 ms per scan at 300,000). With the indexes a
 sweep reads only what has expired.
+
+Version 5 added `reply_events.span`: a row holds `span` consecutive events, their frames
+joined (`_sqlite_replies.append`). A fast reply's 22 events used to be 22 inserts at its
+end; now they are one.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ __all__ = [
     "write",
 ]
 
-SCHEMA_VERSION = 4  # kept in `PRAGMA user_version`; bump it with a migration step
+SCHEMA_VERSION = 5  # kept in `PRAGMA user_version`; bump it with a migration step
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS conversations (
         id TEXT PRIMARY KEY,
@@ -89,6 +93,7 @@ SCHEMA = (
         reply INTEGER NOT NULL,
         seq INTEGER NOT NULL,
         frame BLOB NOT NULL,
+        span INTEGER NOT NULL DEFAULT 1,
         PRIMARY KEY (reply, seq)
     ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS rate_windows (
@@ -156,6 +161,9 @@ def prepare(conn: sqlite3.Connection, path: Path, busy_timeout_ms: int) -> None:
             columns = {row[1] for row in conn.execute("PRAGMA table_info(conversations)")}
             if "owner" not in columns:  # a version 1 or 2 file
                 conn.execute("ALTER TABLE conversations ADD COLUMN owner TEXT NOT NULL DEFAULT ''")
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(reply_events)")}
+            if "span" not in columns:  # a version 2 to 4 file: every row holds one event
+                conn.execute("ALTER TABLE reply_events ADD COLUMN span INTEGER NOT NULL DEFAULT 1")
         # written even when unchanged: a read-only file fails here, at start-up, not at the
         # first chat (SQLite opens such a file read-only without complaint)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
