@@ -94,7 +94,7 @@ def append(
         reply, last_seq, finished_at, _ = row
     if finished_at is not None:
         return
-    rows: list[tuple[int, int, bytes, int]] = []
+    rows: list[tuple[int | None, int, bytes, int]] = []
     run: list[bytes] = []  # frames joinable into the row being built: consecutive, one event each
     for seq, frame in events:
         if seq <= last_seq:
