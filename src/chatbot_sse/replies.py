@@ -53,7 +53,7 @@ class LiveReply:
     """The frames of one reply generated in this process, in seq order."""
 
     __slots__ = (
-        "_changed",
+        "_waiters",
         "conversation_id",
         "finished",
         "flushed",
@@ -79,7 +79,7 @@ class LiveReply:
         self.readers = 0
         self.task: asyncio.Task[None] | None = None
         self.grace_timer: asyncio.TimerHandle | None = None
-        self._changed: asyncio.Event | None = None
+        self._waiters: list[asyncio.Future[bool]] = []
 
     def publish(self, frame: bytes) -> None:
         self.frames.append(frame)
@@ -91,25 +91,38 @@ class LiveReply:
         self._wake()
 
     def _wake(self) -> None:
-        # Waiters hold the event; the next one waiting makes a fresh one. A frame nobody
-        # waits for (the reader is busy sending the previous ones) costs no event at all.
-        changed, self._changed = self._changed, None
-        if changed is not None:
-            changed.set()
+        # Each waiting reader holds a future of its own; a frame nobody waits for (the
+        # reader is busy sending the previous ones) costs nothing.
+        waiters = self._waiters
+        if waiters:
+            self._waiters = []
+            for waiter in waiters:
+                if not waiter.done():
+                    waiter.set_result(True)
 
     async def wait_beyond(self, position: int, patience: float) -> bool:
-        """Wait until frames[position:] is non-empty or the reply ended; False after `patience` seconds."""
+        """Wait until frames[position:] is non-empty or the reply ended; False after `patience` seconds.
+
+        A bare future and one timer: a paced reply's reader waits once per chunk, so
+        `asyncio.timeout` around an `asyncio.Event` (both Python code) was a cost per chunk.
+        """
         if position < len(self.frames) or self.finished:
             return True
-        changed = self._changed
-        if changed is None:
-            changed = self._changed = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        waiter: asyncio.Future[bool] = loop.create_future()
+        self._waiters.append(waiter)
+        timer = loop.call_later(patience, _expire, waiter)
         try:
-            async with asyncio.timeout(patience):
-                await changed.wait()
-        except TimeoutError:
-            return False
-        return True
+            return await waiter
+        finally:
+            timer.cancel()
+            if waiter in self._waiters:  # not woken: it timed out, or its reader was cancelled
+                self._waiters.remove(waiter)
+
+
+def _expire(waiter: asyncio.Future[bool]) -> None:
+    if not waiter.done():
+        waiter.set_result(False)
 
 
 FrameWrite = Callable[[bytes], Awaitable[None]]

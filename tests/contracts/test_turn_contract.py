@@ -135,6 +135,41 @@ async def test_append_many_appends_to_each_reply(store: Store) -> None:
         assert logged.finished == (n == 2)
 
 
+async def test_append_many_continues_replies_round_after_round(store: Store) -> None:
+    """What the flusher does with replies in flight: each round continues every reply; a round
+    may also re-send frames already kept (after a store failure it starts over from 0), name
+    a reply the log does not know, or one already finished."""
+    turns = []
+    for _ in range(3):
+        cid, rid = new_conversation_id(), new_message_id()
+        await store.begin_turn(user(cid, "q"), rid, create=True, owner=None, history_limit=1)
+        turns.append((cid, rid))
+
+    def frames(rid: str, seqs: range) -> list[tuple[int, bytes]]:
+        return [(seq, frame(rid, seq)) for seq in seqs]
+
+    for start in range(0, 6, 2):  # three rounds of two frames each
+        await store.append_many(
+            [LogAppend(c, r, frames(r, range(start, start + 2))) for c, r in turns]
+        )
+    (c0, r0), (c1, r1), (c2, r2) = turns
+    unknown = new_conversation_id(), new_message_id()
+    await store.append_events(c2, r2, frames(r2, range(6, 7)), finished=True)
+    await store.append_many(
+        [
+            LogAppend(c0, r0, frames(r0, range(6, 8))),  # a continuation
+            LogAppend(c1, r1, frames(r1, range(0, 8))),  # from 0 again, 6 and 7 are new
+            LogAppend(c2, r2, frames(r2, range(7, 9))),  # finished: nothing more is kept
+            LogAppend(*unknown, frames(unknown[1], range(0, 2))),
+        ]
+    )
+    for (cid, rid), last in ((turns[0], 7), (turns[1], 7), (turns[2], 6), (unknown, 1)):
+        for after in (-1, 2, last - 1):
+            logged = await store.read_events(cid, rid, after_seq=after)
+            assert logged.events == frames(rid, range(after + 1, last + 1)), (rid, after)
+    assert (await store.read_events(c2, r2)).finished
+
+
 async def test_batched_heartbeats_and_controls(store: Store) -> None:
     turns = []
     for _ in range(2):

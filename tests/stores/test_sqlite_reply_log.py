@@ -21,7 +21,7 @@ from chatbot_sse.domain import Message, Role, new_conversation_id, new_message_i
 from chatbot_sse.stores import _sqlite_replies as replies_log
 from chatbot_sse.stores._retention import ABANDONED_AFTER, PRUNE_EVERY
 from chatbot_sse.stores._sqlite_sql import prepare
-from chatbot_sse.stores.base import ReplyEvents
+from chatbot_sse.stores.base import LogAppend, ReplyEvents
 from chatbot_sse.stores.sqlite import SCHEMA_VERSION, SQLiteStore
 
 T0 = 1_700_000_000.0
@@ -113,6 +113,36 @@ async def test_a_version_4_log_is_migrated_and_reads_back_with_new_rows(db_path:
     finally:
         await store.close()
     assert count_rows(db_path) == (1, 4)  # three old rows, one new
+
+
+def test_continuations_are_appended_without_a_statement_per_reply(db_path: Path) -> None:
+    """The flusher's round (every reply in flight, continued) is two `executemany`, not a
+    read and two writes per reply; anything else falls back to `append`, one by one."""
+    now = time.time()
+    with contextlib.closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
+        prepare(conn, db_path, 1000)
+        keys = [(new_conversation_id(), new_message_id()) for _ in range(50)]
+        for key in keys:
+            replies_log.append(conn, key, [], False, now, 300)
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+
+        def round_of(start: int) -> list[LogAppend]:
+            return [
+                LogAppend(*key, [(s, b"event: message\ndata: {}\n\n") for s in (start, start + 1)])
+                for key in keys
+            ]
+
+        replies_log.append_many(conn, round_of(0), now, 300)
+        reads = [s for s in statements if s.startswith("SELECT id, last_seq")]
+        assert reads == []
+        replies_log.append_many(conn, [*round_of(2)[:-1], round_of(0)[-1]], now, 300)
+        reads = [s for s in statements if s.startswith("SELECT id, last_seq")]
+        assert len(reads) == 50  # the last one re-sent what was kept: all go one by one
+        conn.set_trace_callback(None)
+        for n, key in enumerate(keys):
+            kept = replies_log.read(conn, key, -1, now, 300).events
+            assert [seq for seq, _ in kept] == ([0, 1] if n == 49 else [0, 1, 2, 3])
 
 
 async def test_expired_replies_are_deleted_from_the_file(store: SQLiteStore, db_path: Path) -> None:

@@ -20,9 +20,18 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 
 from chatbot_sse.stores._retention import ABANDONED_AFTER
-from chatbot_sse.stores.base import ReplyControl, ReplyEvents
+from chatbot_sse.stores.base import LogAppend, ReplyControl, ReplyEvents
 
-__all__ = ["append", "control", "latest", "prune", "read", "set_cancel", "set_reader"]
+__all__ = [
+    "append",
+    "append_many",
+    "control",
+    "latest",
+    "prune",
+    "read",
+    "set_cancel",
+    "set_reader",
+]
 
 FRAME_END = b"\n\n"
 """Ends every SSE event. Consecutive frames appended together are kept as one row (a fast
@@ -99,7 +108,7 @@ def append(
     for seq, frame in events:
         if seq <= last_seq:
             continue
-        joinable = frame.find(FRAME_END) == len(frame) - 2 >= 0
+        joinable = _one_event(frame)
         if not (run and seq == last_seq + 1 and joinable):
             if run:
                 rows.append((reply, last_seq - len(run) + 1, b"".join(run), len(run)))
@@ -116,6 +125,71 @@ def append(
         "UPDATE replies SET last_seq = ?, updated_at = ?, finished_at = ? WHERE id = ?",
         (last_seq, now, now if finished else None, reply),
     )
+
+
+# A reply's next events continue it: it is unfinished, kept, and its last event is ?3 - 1.
+# Parameters: conversation_id, reply_id, first seq, frames, span, now - ABANDONED_AFTER, now.
+_CONTINUES = (
+    " WHERE conversation_id = ?1 AND reply_id = ?2 AND last_seq = ?3 - 1"
+    " AND finished_at IS NULL AND updated_at > ?6"
+)
+INSERT_CONTINUATION = (
+    "INSERT INTO reply_events (reply, seq, frame, span)"  # noqa: S608 - constant
+    f" SELECT id, ?3, ?4, ?5 FROM replies{_CONTINUES}"
+)
+UPDATE_CONTINUATION = f"UPDATE replies SET last_seq = ?3 + ?5 - 1, updated_at = ?7{_CONTINUES}"  # noqa: S608 - constant
+
+
+def append_many(
+    conn: sqlite3.Connection,
+    appends: Sequence[LogAppend],
+    now: float,
+    retention: float,
+    *,
+    sweep: bool = False,
+) -> None:
+    """`append` for many replies; the flusher's write of everything in flight (see `ReplyHub`).
+
+    The usual append continues a reply in flight with consecutive frames: those are two
+    `executemany` for all of them (one row each), not three statements per reply. If any
+    reply is not such a continuation, everything is undone and appended one by one.
+    """
+    if sweep:
+        prune(conn, now, retention)
+    rows: list[tuple[str, str, int, bytes, int, float, float]] = []
+    for a in appends:
+        run = None if a.finished else _as_one_row(a.events)
+        if run is None:
+            rows = []
+            break
+        rows.append((a.conversation_id, a.reply_id, *run, now - ABANDONED_AFTER, now))
+    if rows:
+        conn.execute("SAVEPOINT continuation")
+        inserted = conn.executemany(INSERT_CONTINUATION, [row[:6] for row in rows]).rowcount
+        updated = conn.executemany(UPDATE_CONTINUATION, rows).rowcount
+        if inserted == updated == len(rows):
+            conn.execute("RELEASE continuation")
+            return
+        conn.execute("ROLLBACK TO continuation")
+        conn.execute("RELEASE continuation")
+    for a in appends:
+        append(conn, (a.conversation_id, a.reply_id), a.events, a.finished, now, retention)
+
+
+def _as_one_row(events: Sequence[tuple[int, bytes]]) -> tuple[int, bytes, int] | None:
+    """(first seq, frames, span) if the events can be one row: consecutive, one event a frame."""
+    if not events:
+        return None
+    first = events[0][0]
+    for offset, (seq, frame) in enumerate(events):
+        if seq != first + offset or not _one_event(frame):
+            return None
+    return first, b"".join(frame for _, frame in events), len(events)
+
+
+def _one_event(frame: bytes) -> bool:
+    """Whether `frame` holds `FRAME_END` once, at its end: joinable with others in a row."""
+    return frame.find(FRAME_END) == len(frame) - 2 >= 0
 
 
 def read(

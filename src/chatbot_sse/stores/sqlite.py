@@ -374,12 +374,7 @@ class SQLiteStore:
         retention = self.event_retention
 
         def append_all(conn: sqlite3.Connection) -> None:
-            now = time.time()
-            for i, a in enumerate(appends):
-                keys = (a.conversation_id, a.reply_id)
-                replies.append(
-                    conn, keys, a.events, a.finished, now, retention, sweep=sweep and not i
-                )
+            replies.append_many(conn, appends, time.time(), retention, sweep=sweep)
 
         await self._write(append_all, durable=False)
         self._wake()
