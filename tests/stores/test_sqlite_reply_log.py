@@ -117,7 +117,8 @@ async def test_a_version_4_log_is_migrated_and_reads_back_with_new_rows(db_path:
 
 def test_continuations_are_appended_without_a_statement_per_reply(db_path: Path) -> None:
     """The flusher's round (every reply in flight, continued) is two `executemany`, not a
-    read and two writes per reply; anything else falls back to `append`, one by one."""
+    read and two writes per reply. A round with anything else goes one by one, where only
+    what is not a continuation reads its reply first."""
     now = time.time()
     with contextlib.closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
         prepare(conn, db_path, 1000)
@@ -138,11 +139,28 @@ def test_continuations_are_appended_without_a_statement_per_reply(db_path: Path)
         assert reads == []
         replies_log.append_many(conn, [*round_of(2)[:-1], round_of(0)[-1]], now, 300)
         reads = [s for s in statements if s.startswith("SELECT id, last_seq")]
-        assert len(reads) == 50  # the last one re-sent what was kept: all go one by one
+        assert len(reads) == 1  # the last re-sent what was kept: it alone takes the general way
         conn.set_trace_callback(None)
         for n, key in enumerate(keys):
             kept = replies_log.read(conn, key, -1, now, 300).events
             assert [seq for seq, _ in kept] == ([0, 1] if n == 49 else [0, 1, 2, 3])
+
+
+def test_entering_a_known_reply_keeps_it_unless_it_expired(db_path: Path) -> None:
+    """`enter` is one insert for a new reply; for a known one it is `append` with no events:
+    a kept reply stays as it is, an expired one not yet pruned starts afresh."""
+    now = time.time()
+    frame = b"event: message\ndata: {}\n\n"
+    with contextlib.closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
+        prepare(conn, db_path, 1000)
+        kept, expired = (new_conversation_id(), new_message_id()), (new_conversation_id(), "r")
+        for key, age in ((kept, 10), (expired, 100)):
+            replies_log.enter(conn, key, now - age, 30, sweep=False)
+            replies_log.append(conn, key, [(0, frame)], True, now - age, 30)
+        for key in (kept, expired):
+            replies_log.enter(conn, key, now, 30, sweep=False)  # 30 s retention: one expired
+        assert replies_log.read(conn, kept, -1, now, 30) == ReplyEvents([(0, frame)], True, True)
+        assert replies_log.read(conn, expired, -1, now, 30) == ReplyEvents([], False, True)
 
 
 async def test_expired_replies_are_deleted_from_the_file(store: SQLiteStore, db_path: Path) -> None:

@@ -66,7 +66,7 @@ def begin(
         if row is None or (owner is not None and row[0] != owner):
             raise ConversationNotFound(f"conversation {conversation_id} does not exist")
     insert_message(conn, message)
-    replies.append(conn, (conversation_id, reply_id), [], False, now, retention, sweep=sweep)
+    replies.enter(conn, (conversation_id, reply_id), now, retention, sweep)
     if create:  # the user's message is all there is: no read needed
         return [message] if history_limit > 0 else []
     rows = conn.execute(SELECT_NEWEST, (conversation_id, history_limit))
