@@ -22,12 +22,11 @@ def test_conversations_alternate_between_workers(
         first = chat(server.url, data={"message": f"Hello, my name is User{index}"})
         cid = first.events[0].data["conversation_id"]
         replies = [first.last.data["content"]]
-        for turn in range(3):
+        for _ in range(3):
             stream = chat(server.url, data={"message": "What is my name?", "conversation_id": cid})
             assert stream.last.event == "completed", stream.raw[-300:]
             assert f"User{index}" in stream.last.data["content"]
             replies.append(stream.last.data["content"])
-            assert turn >= 0
         return cid, replies
 
     with concurrent.futures.ThreadPoolExecutor(8) as pool:

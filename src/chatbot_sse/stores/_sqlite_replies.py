@@ -6,6 +6,10 @@ decided by the `KEPT` predicate at every read, so a reply is gone the moment
 its retention ends; the rows themselves are deleted lazily by `prune`, which
 `append` runs every `PRUNE_EVERY` calls.
 
+A row of `reply_events` holds `span` consecutive events, their frames joined
+(see `FRAME_END`): what one append brings, usually a fast reply's whole log at
+its end, or a paced reply's last tenth of a second, is one row.
+
 The writers here run inside the store's group commit (`_sqlite_batch`): the log
 is a replay cache, not conversation data, so a batch of log writes alone commits
 with `synchronous = NORMAL` (no fsync; in WAL mode still atomic and never
@@ -26,6 +30,7 @@ __all__ = [
     "append",
     "append_many",
     "control",
+    "enter",
     "latest",
     "prune",
     "read",
@@ -193,6 +198,8 @@ def append_many(
     The usual append continues a reply in flight with consecutive frames: those are two
     `executemany` for all of them (one row each), not three statements per reply. If any
     reply is not such a continuation, everything is undone and appended one by one.
+    A thousand paced replies are a round every `FLUSH_INTERVAL`; their statements, each
+    taking the GIL back from the event loop, were most of the store thread's work.
     """
     if sweep:
         prune(conn, now, retention)
