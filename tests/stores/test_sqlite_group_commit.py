@@ -28,6 +28,7 @@ async def test_concurrent_writes_share_commits(store: SQLiteStore) -> None:
     await asyncio.gather(*(store.append_message(m) for m in sent))
     commits = sum(1 for s in statements if s == "COMMIT")
     assert commits < 50  # 200 durable writes, far fewer fsyncs
+    assert "SAVEPOINT op" not in statements  # none failed: no savepoint per write either
     assert await store.history(conversation_id) == sent  # every write, in submission order
 
 
@@ -51,6 +52,17 @@ async def test_a_failing_write_does_not_fail_its_batch(store: SQLiteStore) -> No
     assert isinstance(results[3], ConversationNotFound)
     assert [r for i, r in enumerate(results) if i not in (1, 3)] == [None] * 5
     assert await store.history(conversation_id) == [first, *good]
+    statements: list[str] = []
+    await store._run(lambda conn: conn.set_trace_callback(statements.append))
+    await asyncio.gather(
+        *(store.append_message(message(conversation_id, f"more {i}")) for i in range(3)),
+        store.append_message(orphan),
+        return_exceptions=True,
+    )
+    # the failure undid its batch, which ran again with a savepoint per write
+    assert "ROLLBACK" in statements
+    assert "SAVEPOINT op" in statements
+    assert len(await store.history(conversation_id)) == 1 + 5 + 3
 
 
 async def test_log_only_batches_skip_the_fsync_but_messages_do_not(store: SQLiteStore) -> None:

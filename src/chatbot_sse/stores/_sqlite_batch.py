@@ -2,9 +2,13 @@
 
 Every write of the store becomes an operation queued here. The store's single
 thread takes all operations queued so far and runs them in ONE
-`BEGIN IMMEDIATE … COMMIT`, each inside its own SAVEPOINT so that one failing
-operation (a duplicate id, an unknown conversation) rolls back alone; then it
-resolves every waiting caller at once. While a commit's fsync is under way,
+`BEGIN IMMEDIATE … COMMIT`; then it resolves every waiting caller at once. One
+failing operation (a duplicate id, an unknown conversation) must roll back
+alone: the batch is first run as it is, and only if an operation raises is it
+undone and run again with each operation in a SAVEPOINT of its own. (Two
+statements per operation, each a hand-over of the GIL between this thread
+and the event loop, for what almost never happens.) Operations are plain SQL
+on the connection, so running one twice is running it once. While a commit's fsync is under way,
 new writes pile up and go together in the next batch: under load the cost of
 an fsync is shared by every turn that arrived meanwhile, instead of each turn
 paying three of them in a row.
@@ -101,14 +105,12 @@ class GroupCommit:
             if self._writer_lock is not None:
                 self._writer_lock.acquire()
             conn.execute("BEGIN IMMEDIATE")
-            for fn, _, _ in batch:
-                conn.execute("SAVEPOINT op")
-                try:
-                    outcomes.append((True, fn(conn)))
-                except Exception as exc:
-                    conn.execute("ROLLBACK TO op")
-                    outcomes.append((False, exc))
-                conn.execute("RELEASE op")
+            try:
+                outcomes = [(True, fn(conn)) for fn, _, _ in batch]
+            except Exception:  # one failed: undo them all, then run each in a savepoint
+                conn.execute("ROLLBACK")
+                conn.execute("BEGIN IMMEDIATE")
+                outcomes = [_isolated(conn, fn) for fn, _, _ in batch]
             conn.execute("COMMIT")
             if not durable:
                 conn.execute("PRAGMA synchronous = FULL")  # the connection's resting state
@@ -123,6 +125,18 @@ class GroupCommit:
             if self._writer_lock is not None:
                 self._writer_lock.release()
         return outcomes
+
+
+def _isolated(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any]) -> Outcome:
+    """`fn` in a savepoint of its own: if it fails, it alone is undone."""
+    conn.execute("SAVEPOINT op")
+    try:
+        return True, fn(conn)
+    except Exception as exc:
+        conn.execute("ROLLBACK TO op")
+        return False, exc
+    finally:
+        conn.execute("RELEASE op")
 
 
 def _settle(batch: list[Operation], outcomes: list[Outcome]) -> None:
