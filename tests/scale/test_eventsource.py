@@ -120,7 +120,12 @@ class CuttingProxy:
                         at = _nth(data, b"event: message", self.cut_after + 1 - seen)
                         seen += data.count(b"event: message")
                         if at is not None:
-                            client.sendall(data[: at + 20])  # half an event, then gone
+                            # The whole events arrive, then half an event and the failure. The
+                            # pause keeps a loaded browser from getting the bytes and the close
+                            # in one read, where it may drop the data with the error.
+                            client.sendall(data[:at])
+                            time.sleep(0.3)
+                            client.sendall(data[at : at + 20])
                             self.cuts += 1
                             client.shutdown(socket.SHUT_RDWR)
                             return
