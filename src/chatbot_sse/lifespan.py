@@ -61,16 +61,28 @@ async def _keep_opening(store: Store) -> None:
         return
 
 
+GC_YOUNG_THRESHOLD = 20_000
+"""Allocations between collections of the youngest generation (Python's default: 700)."""
+
+
 def _freeze_startup_objects() -> None:
     """Move everything alive after start-up out of the garbage collector's sight.
 
     Modules, the app, pydantic and FastAPI's structures never die, yet every
     full collection walked them all: tens of milliseconds, at the 99th
     percentile of every reply (docs/bench.md). Frozen, they are skipped; what
-    requests allocate is collected as before.
+    requests allocate is collected as before, only less often: a reply
+    allocates about a thousand objects that its end frees by reference
+    counting, and at the default threshold a collection every 700 caught the
+    replies in flight mid-way, walked them and promoted them to older
+    generations, to be walked again there. At `GC_YOUNG_THRESHOLD` most are
+    gone before a collection comes (wrk, one worker, six pairs side by side:
+    CPU per reply 448 -> 411 us).
     """
     gc.collect()
     gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, oldest)
 
 
 def make_lifespan(

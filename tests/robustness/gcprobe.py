@@ -5,7 +5,8 @@ everything a later collection finds (`gc.DEBUG_SAVEALL`); `GET /_gc/report`
 collects and answers, by type, the objects that only the collector could free
 since the mark (reference cycles), then resumes normal collection;
 `POST /_gc/cycle` drops a cycle on purpose, so a test can see the probe find
-one. Everything else goes to `chatbot_sse.main:app`, in this same process.
+one; `GET /_gc/settings` answers the collector's thresholds and how many objects
+start-up froze. Everything else goes to `chatbot_sse.main:app`, in this same process.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         loop.append(loop)
         del loop
         await _answer(send, {"made": True})
+    elif path == "/_gc/settings":
+        await _answer(send, {"threshold": gc.get_threshold(), "frozen": gc.get_freeze_count()})
     elif path == "/_gc/report":
         gc.collect()
         counts = collections.Counter(type(obj).__qualname__ for obj in gc.garbage)

@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import pytest
 
+from chatbot_sse.lifespan import GC_YOUNG_THRESHOLD
 from livesupport import BIN, PROTOCOLS, ROOT, ServerProcess, post_chat
 
 TESTS = Path(__file__).resolve().parent
@@ -72,6 +73,14 @@ def test_the_probe_finds_a_cycle(probe: ProbeServer) -> None:
         assert httpx.post(probe.url + "/_gc/cycle").status_code == 200
 
     assert garbage_of(probe, make_one) == {"total": 1, "types": {"list": 1}}
+
+
+def test_start_up_freezes_what_lives_for_ever_and_raises_the_young_threshold(
+    probe: ProbeServer,
+) -> None:
+    settings = httpx.get(probe.url + "/_gc/settings").json()
+    assert settings["threshold"][0] == GC_YOUNG_THRESHOLD > 700  # Python's default: 700
+    assert settings["frozen"] > 10_000  # modules, the app, its settings and routes
 
 
 def test_completed_replies_new_and_follow_up(probe: ProbeServer) -> None:
