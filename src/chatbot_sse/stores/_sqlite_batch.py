@@ -5,13 +5,14 @@ thread takes all operations queued so far and runs them in ONE
 `BEGIN IMMEDIATE … COMMIT`; then it resolves every waiting caller at once. One
 failing operation (a duplicate id, an unknown conversation) must roll back
 alone: the batch is first run as it is, and only if an operation raises is it
-undone and run again with each operation in a SAVEPOINT of its own. (Two
+undone and run again with each operation in a SAVEPOINT of its own (two
 statements per operation, each a hand-over of the GIL between this thread
-and the event loop, for what almost never happens.) Operations are plain SQL
-on the connection, so running one twice is running it once. While a commit's fsync is under way,
-new writes pile up and go together in the next batch: under load the cost of
-an fsync is shared by every turn that arrived meanwhile, instead of each turn
-paying three of them in a row.
+and the event loop, for what almost never happens). Operations are plain SQL
+on the connection: the undone first run leaves no trace.
+
+While a commit's fsync is under way, new writes pile up and go together in the
+next batch: under load the cost of an fsync is shared by every turn that
+arrived meanwhile, instead of each turn paying three of them in a row.
 
 A batch is committed with `synchronous = FULL` if any of its operations is
 durable (a conversation or a message: acknowledged data), else `NORMAL` (the
