@@ -97,7 +97,7 @@ class GroupCommit:
             loop.call_soon_threadsafe(_settle, stranded, [(False, closed)] * len(stranded))
 
     def _commit(self, batch: list[Operation]) -> list[Outcome]:
-        outcomes: list[Outcome] = []
+        outcomes: list[Outcome]
         conn: sqlite3.Connection | None = None
         try:
             conn = self._connection()

@@ -110,23 +110,12 @@ def append(
         reply, last_seq, finished_at, _ = row
     if finished_at is not None:
         return
-    rows: list[tuple[int | None, int, bytes, int]] = []
-    run: list[bytes] = []  # frames joinable into the row being built: consecutive, one event each
+    fresh = []
     for seq, frame in events:
-        if seq <= last_seq:
-            continue
-        joinable = _one_event(frame)
-        if not (run and seq == last_seq + 1 and joinable):
-            if run:
-                rows.append((reply, last_seq - len(run) + 1, b"".join(run), len(run)))
-                run = []
-            if not joinable:
-                rows.append((reply, seq, frame, 1))
-        if joinable:
-            run.append(frame)
-        last_seq = seq
-    if run:
-        rows.append((reply, last_seq - len(run) + 1, b"".join(run), len(run)))
+        if seq > last_seq:
+            fresh.append((seq, frame))
+            last_seq = seq
+    rows = [(reply, *part) for part in _rows(fresh)]
     conn.executemany("INSERT INTO reply_events (reply, seq, frame, span) VALUES (?, ?, ?, ?)", rows)
     conn.execute(
         "UPDATE replies SET last_seq = ?, updated_at = ?, finished_at = ? WHERE id = ?",
@@ -224,15 +213,33 @@ def append_many(
         append(conn, (a.conversation_id, a.reply_id), a.events, a.finished, now, retention)
 
 
+def _rows(events: Sequence[tuple[int, bytes]]) -> list[tuple[int, bytes, int]]:
+    """`(first seq, frames, span)` rows for `events`, in order: consecutive frames of one event
+    each are joined in one row; any other frame is a row of its own."""
+    rows: list[tuple[int, bytes, int]] = []
+    run: list[bytes] = []  # the frames of the row being built, all joinable
+    first = 0
+    for seq, frame in events:
+        joinable = _one_event(frame)
+        if run and joinable and seq == first + len(run):
+            run.append(frame)
+            continue
+        if run:
+            rows.append((first, b"".join(run), len(run)))
+            run = []
+        if joinable:
+            first, run = seq, [frame]
+        else:
+            rows.append((seq, frame, 1))
+    if run:
+        rows.append((first, b"".join(run), len(run)))
+    return rows
+
+
 def _as_one_row(events: Sequence[tuple[int, bytes]]) -> tuple[int, bytes, int] | None:
-    """(first seq, frames, span) if the events can be one row: consecutive, one event a frame."""
-    if not events:
-        return None
-    first = events[0][0]
-    for offset, (seq, frame) in enumerate(events):
-        if seq != first + offset or not _one_event(frame):
-            return None
-    return first, b"".join(frame for _, frame in events), len(events)
+    """`events` as one row, if `_rows` makes them one."""
+    rows = _rows(events)
+    return rows[0] if len(rows) == 1 else None
 
 
 def _one_event(frame: bytes) -> bool:
