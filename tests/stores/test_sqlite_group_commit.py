@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
 import time
 
 from chatbot_sse.domain import Message, Role, new_conversation_id, new_message_id
@@ -21,7 +22,7 @@ async def test_concurrent_writes_share_commits(store: SQLiteStore) -> None:
     def trace(conn: sqlite3.Connection) -> None:
         conn.set_trace_callback(statements.append)
 
-    await store._run(trace)  # observe the store's own connection, on its own thread
+    await store._write(trace, durable=False)  # observe the store's own connection
     conversation_id = new_conversation_id()
     await store.create_conversation(conversation_id, time.time())
     sent = [message(conversation_id, f"m{i}") for i in range(200)]
@@ -53,7 +54,7 @@ async def test_a_failing_write_does_not_fail_its_batch(store: SQLiteStore) -> No
     assert [r for i, r in enumerate(results) if i not in (1, 3)] == [None] * 5
     assert await store.history(conversation_id) == [first, *good]
     statements: list[str] = []
-    await store._run(lambda conn: conn.set_trace_callback(statements.append))
+    await store._write(lambda conn: conn.set_trace_callback(statements.append), durable=False)
     await asyncio.gather(
         *(store.append_message(message(conversation_id, f"more {i}")) for i in range(3)),
         store.append_message(orphan),
@@ -67,14 +68,19 @@ async def test_a_failing_write_does_not_fail_its_batch(store: SQLiteStore) -> No
 
 async def test_log_only_batches_skip_the_fsync_but_messages_do_not(store: SQLiteStore) -> None:
     statements: list[str] = []
-    await store._run(lambda conn: conn.set_trace_callback(statements.append))
+    await store._write(lambda conn: conn.set_trace_callback(statements.append), durable=True)
+    statements.clear()  # that write's own COMMIT
     conversation_id, reply_id = new_conversation_id(), new_message_id()
     await store.append_events(conversation_id, reply_id, [(0, b"x")])
-    assert "PRAGMA synchronous = NORMAL" in statements
+    # NORMAL for this commit only: the connection rests at FULL
+    normal = statements.index("PRAGMA synchronous = NORMAL")
+    assert statements.index("BEGIN IMMEDIATE") > normal
+    assert statements.index("PRAGMA synchronous = FULL") > statements.index("COMMIT") > normal
     statements.clear()
     await store.create_conversation(conversation_id, time.time())
-    assert "PRAGMA synchronous = FULL" in statements
+    assert "COMMIT" in statements
     assert "PRAGMA synchronous = NORMAL" not in statements
+    assert (await store.pragmas())["synchronous"] == 2  # FULL
 
 
 async def test_reads_do_not_wait_behind_a_blocked_write(store: SQLiteStore) -> None:
@@ -96,3 +102,55 @@ async def test_reads_do_not_wait_behind_a_blocked_write(store: SQLiteStore) -> N
     finally:
         other.close()
     assert [m.content for m in await store.history(conversation_id)] == ["later"]
+
+
+async def test_statements_run_on_the_loop_and_only_commit_on_the_store_thread(
+    store: SQLiteStore,
+) -> None:
+    """The thread would have to win the GIL back from the loop after every statement."""
+    ran: list[tuple[str, str]] = []
+
+    def trace(conn: sqlite3.Connection) -> None:
+        conn.set_trace_callback(lambda sql: ran.append((sql, threading.current_thread().name)))
+
+    await store._write(trace, durable=True)
+    ran.clear()  # that write's own COMMIT
+    conversation_id = new_conversation_id()
+    await store.create_conversation(conversation_id, time.time())
+    loop_thread = threading.current_thread().name
+    where = {sql.split()[0]: thread for sql, thread in ran}
+    assert where["BEGIN"] == loop_thread  # nobody held the locks: no wait, no hop
+    assert where["INSERT"] == loop_thread
+    assert where["COMMIT"].startswith("sqlite-store")  # the fsync: off the loop
+
+
+async def test_a_batch_begun_on_the_store_thread_after_waiting_still_commits(
+    store: SQLiteStore,
+) -> None:
+    """Another process holds SQLite's lock: the loop's try fails without waiting, the thread
+    waits for the lock, and the statements still run on the loop."""
+    ran: list[tuple[str, str]] = []
+    await store._write(
+        lambda conn: conn.set_trace_callback(
+            lambda sql: ran.append((sql, threading.current_thread().name))
+        ),
+        durable=True,
+    )
+    other = sqlite3.connect(store.path, isolation_level=None)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        conversation_id = new_conversation_id()
+        ran.clear()
+        pending = asyncio.ensure_future(store.create_conversation(conversation_id, time.time()))
+        await asyncio.sleep(0.2)
+        assert not pending.done()
+        other.execute("COMMIT")
+        await asyncio.wait_for(pending, 5)
+    finally:
+        other.close()
+    begins = [thread for sql, thread in ran if sql == "BEGIN IMMEDIATE"]
+    assert begins[0] == threading.current_thread().name  # tried on the loop: busy at once
+    assert begins[-1].startswith("sqlite-store")  # then waited for on the thread
+    inserts = [thread for sql, thread in ran if sql.startswith("INSERT")]
+    assert inserts == [threading.current_thread().name]
+    assert await store.get_conversation(conversation_id) is not None

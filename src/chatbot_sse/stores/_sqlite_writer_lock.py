@@ -29,7 +29,7 @@ from pathlib import Path
 
 
 class WriterLock:
-    """An exclusive `flock` around each write transaction; used on the store's thread only."""
+    """An exclusive `flock` around each write transaction."""
 
     def __init__(self, database: Path) -> None:
         self.path = database.with_name(database.name + "-writer.lock")
@@ -46,6 +46,17 @@ class WriterLock:
             self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         self._held = True
+
+    def try_acquire(self) -> bool:
+        """Take the lock if nobody holds it, without waiting: safe on the event loop."""
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        self._held = True
+        return True
 
     def release(self) -> None:
         if self._held and self._fd is not None:

@@ -1,14 +1,17 @@
 """SQLiteStore: the embedded default, one file shared by every gunicorn worker.
 
-Threading. sqlite3 blocks, so each store owns one connection on one dedicated
-thread (a `ThreadPoolExecutor(max_workers=1)`) and every call runs there; the
-event loop only awaits. aiosqlite does the same, but a private executor needs
-no dependency and keeps the write queue in our hands: group commit (several
-appends in one transaction, one fsync) slots in at `_run`/`write` later. The
-thread and the connection are created in `open()`, never at import or
-construction, because gunicorn forks after importing the app. A call whose
-awaiting task is cancelled still runs to the end on the thread: a write is
-either committed or not, never half done.
+Threading. sqlite3 blocks, so each store owns one write connection and one
+dedicated thread (a `ThreadPoolExecutor(max_workers=1)`) for whatever may
+wait: the cross-process writer lock, `BEGIN IMMEDIATE` when another process
+holds SQLite's lock, and `COMMIT` with its fsync. The statements of a write
+themselves run on the event loop, inside the transaction the group commit
+(`_sqlite_batch`) opened for them: they never wait for a lock there, and on
+the thread each statement had to win the GIL back from the busy loop. Reads go
+to a connection and a thread of their own (`_sqlite_reader`). The threads and
+the connections are created in `open()`, never at import or construction,
+because gunicorn forks after importing the app. A write whose awaiting task is
+cancelled is committed all the same: it is either committed or not, never
+half done.
 
 Durability and sharing between processes:
 - WAL journal: readers never block the writer, so workers serve history while
@@ -99,7 +102,7 @@ class SQLiteStore:
         self._guard_calls = 0
         self._changed: asyncio.Event | None = None  # set (and replaced) at each local append
         self._writer_lock = WriterLock(self.path)
-        self._writes = GroupCommit(self._connection, self._writer_lock)
+        self._writes = GroupCommit(self._connection, self._writer_lock, busy_timeout_ms)
         self._reader = ReadConnection(self.path, busy_timeout_ms)
         self._write_failing = False  # the last write failed: `ping` probes with a write
 
@@ -122,17 +125,6 @@ class SQLiteStore:
         self._write_failing = False
         return result
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run `fn(connection)` on the store's thread; driver errors become StoreUnavailable."""
-        if self._executor is None:
-            state = "closed" if self._closed else "not open"
-            raise StoreUnavailable(f"SQLite store {self.path} is {state}")
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, self._call, fn)
-        except (sqlite3.Error, OSError) as exc:
-            raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
-
     async def _read(self, fn: Callable[[sqlite3.Connection], T]) -> T:
         """Run `fn(connection)` on the read connection; driver errors become StoreUnavailable."""
         if self._executor is None:
@@ -142,11 +134,6 @@ class SQLiteStore:
             return await self._reader.run(fn)
         except (sqlite3.Error, OSError) as exc:
             raise StoreUnavailable(f"SQLite store {self.path}: {exc}") from exc
-
-    def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        if self._conn is None:  # open() failed, but calls were queued behind it
-            raise StoreUnavailable(f"SQLite store {self.path} is not open")
-        return fn(self._conn)
 
     async def open(self) -> None:
         """Create the file, its directory and the schema if missing; set the pragmas."""
@@ -170,7 +157,13 @@ class SQLiteStore:
     def _connect(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # autocommit (isolation_level=None): every transaction is an explicit BEGIN IMMEDIATE
-        conn = sqlite3.connect(self.path, timeout=self.busy_timeout_ms / 1000, isolation_level=None)
+        # check_same_thread=False: group commit runs the statements of a batch on the event loop
+        conn = sqlite3.connect(
+            self.path,
+            timeout=self.busy_timeout_ms / 1000,
+            isolation_level=None,
+            check_same_thread=False,
+        )
         self._conn = conn
         prepare(conn, self.path, self.busy_timeout_ms)
 
@@ -217,7 +210,8 @@ class SQLiteStore:
             names = ("journal_mode", "synchronous", "busy_timeout", "foreign_keys", "user_version")
             return {name: conn.execute(f"PRAGMA {name}").fetchone()[0] for name in names}
 
-        return await self._run(query)
+        # In the write queue: the connection is the group commit's, batches run on the loop
+        return await self._write(query, durable=True)
 
     async def create_conversation(
         self, conversation_id: str, created_at: float, owner: str = ""
