@@ -100,29 +100,16 @@ class LiveReply:
                 if not waiter.done():
                     waiter.set_result(True)
 
-    async def wait_beyond(self, position: int, patience: float) -> bool:
-        """Wait until frames[position:] is non-empty or the reply ended; False after `patience` seconds.
-
-        A bare future and one timer: a paced reply's reader waits once per chunk, so
-        `asyncio.timeout` around an `asyncio.Event` (both Python code) was a cost per chunk.
-        """
-        if position < len(self.frames) or self.finished:
-            return True
-        loop = asyncio.get_running_loop()
-        waiter: asyncio.Future[bool] = loop.create_future()
+    def waiter(self) -> asyncio.Future[bool]:
+        """A future set to True at the next frame or the end of the reply; its reader may
+        resolve it otherwise (a timeout) and must `forget` it when done waiting."""
+        waiter: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
-        timer = loop.call_later(patience, _expire, waiter)
-        try:
-            return await waiter
-        finally:
-            timer.cancel()
-            if waiter in self._waiters:  # not woken: it timed out, or its reader was cancelled
-                self._waiters.remove(waiter)
+        return waiter
 
-
-def _expire(waiter: asyncio.Future[bool]) -> None:
-    if not waiter.done():
-        waiter.set_result(False)
+    def forget(self, waiter: asyncio.Future[bool]) -> None:
+        if waiter in self._waiters:  # not woken: it timed out, or its reader was cancelled
+            self._waiters.remove(waiter)
 
 
 FrameWrite = Callable[[bytes], Awaitable[None]]
