@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chatbot_sse.start_hook import StartHook
+
 SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -26,24 +28,15 @@ class SecurityHeadersMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.app(scope, receive, StartHook(send, _add_security_headers))
 
-        async def send_with_headers(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                headers = list(message.get("headers", ()))
-                present = {name.lower() for name, _ in headers}
-                for name, value in SECURITY_HEADERS:
-                    if name not in present:
-                        headers.append((name, value))
-                if (
-                    b"cache-control" not in present
-                    and (
-                        b"content-type",
-                        b"application/json",
-                    )
-                    in headers
-                ):
-                    headers.append((b"cache-control", b"no-store"))
-                message["headers"] = headers
-            await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+def _add_security_headers(message: Message) -> None:
+    headers = list(message.get("headers", ()))
+    present = {name.lower() for name, _ in headers}
+    for name, value in SECURITY_HEADERS:
+        if name not in present:
+            headers.append((name, value))
+    if b"cache-control" not in present and (b"content-type", b"application/json") in headers:
+        headers.append((b"cache-control", b"no-store"))
+    message["headers"] = headers

@@ -46,6 +46,7 @@ from chatbot_sse.draining import Handoff
 from chatbot_sse.errors import StoreUnavailable
 from chatbot_sse.observability.metrics import Metrics
 from chatbot_sse.replies import WRITER_HEARTBEAT, FrameWrite, LiveReply, ReplyHub
+from chatbot_sse.start_hook import unwrap
 from chatbot_sse.stores.base import ReplyEvents, ReplyLog
 
 log = structlog.get_logger(__name__)
@@ -451,6 +452,7 @@ class EventStreamResponse(Response):
         except BaseException:
             await self._release()
             raise
+        send = unwrap(send)  # started: the body goes past the middlewares' start hooks
         task = asyncio.current_task()
         assert task is not None  # ASGI apps run in a task
         stop = WriteStop(task)

@@ -14,6 +14,7 @@ import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatbot_sse.observability.metrics import Metrics
+from chatbot_sse.start_hook import StartHook
 
 _REQUEST_ID_RE = re.compile(rb"^[A-Za-z0-9._-]{1,64}$")
 
@@ -35,19 +36,16 @@ class RequestContextMiddleware:
         if not request_id:
             request_id = secrets.token_hex(8).encode()
         structlog.contextvars.bind_contextvars(request_id=request_id.decode())
-        status = 500
 
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
-            await send(message)
+        def add_id(message: Message) -> None:
+            message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
 
+        hook = StartHook(send, add_id)
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, hook)
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or "unmatched"
+            status = 500 if hook.status is None else hook.status
             self.metrics.http_request(scope["method"], template, status)
             structlog.contextvars.unbind_contextvars("request_id")
