@@ -24,6 +24,15 @@ sat idle 10-15 % of the time. On the loop, the same operations take 0.8 ms,
 and the thread needs the GIL only once or twice per batch.
 Nothing else uses the connection while a batch is open: this class owns it.
 
+A batch waits for the writes that are on their way (`GroupCommit._gather`):
+a turn of the event loop at a time, as long as each turn brings more, at most
+`GATHER_SECONDS`. Each commit costs about 150 us of CPU beyond its statements
+(the fsync, the pages of every index it touched written to the WAL, the hand-
+overs to and from the thread): taking the next batch at once, as soon as the
+last one committed, made batches of a few writes. Gathering, under wrk on one
+worker: the store's thread woke 1.5 -> 0.2 times per reply, CPU per reply
+-12 %, replies/s +8 % (two workers: +27 %).
+
 One failing operation (a duplicate id, an unknown conversation) must roll back
 alone: the batch first runs as it is, and only if an operation raises is it
 rolled back and run again with each operation in a savepoint of its own. (A
@@ -50,6 +59,9 @@ from typing import Any, TypeVar
 from chatbot_sse.stores._sqlite_writer_lock import WriterLock
 
 T = TypeVar("T")
+
+GATHER_SECONDS = 0.002
+TURN = 0.0001  # a timer this short fires at the next turn of the loop, after its I/O
 
 Operation = tuple[Callable[[sqlite3.Connection], Any], bool, "asyncio.Future[Any]"]
 Outcome = tuple[bool, Any]  # (succeeded, value or exception)
@@ -93,6 +105,7 @@ class GroupCommit:
         cancelled stops waiting, never the batch its write is in."""
         try:
             while self._pending:
+                await self._gather()
                 batch, self._pending = self._pending, []
                 try:
                     outcomes = await self._commit(executor, batch)
@@ -104,6 +117,18 @@ class GroupCommit:
             self._drainer = None
             stranded, self._pending = self._pending, []
             _settle(stranded, [(False, _closed())] * len(stranded))
+
+    async def _gather(self) -> None:
+        """Let the writes that are on their way join the batch: wait a turn of the event
+        loop (its I/O included) at a time, while each turn brings more, for at most
+        `GATHER_SECONDS`. An idle server waits one turn."""
+        loop = asyncio.get_running_loop()
+        until = loop.time() + GATHER_SECONDS
+        while True:
+            waiting = len(self._pending)
+            await asyncio.sleep(TURN)
+            if len(self._pending) == waiting or loop.time() >= until:
+                return
 
     async def _commit(self, executor: Executor, batch: list[Operation]) -> list[Outcome]:
         loop = asyncio.get_running_loop()
