@@ -154,3 +154,21 @@ async def test_a_batch_begun_on_the_store_thread_after_waiting_still_commits(
     inserts = [thread for sql, thread in ran if sql.startswith("INSERT")]
     assert inserts == [threading.current_thread().name]
     assert await store.get_conversation(conversation_id) is not None
+
+
+async def test_a_transaction_left_open_is_rolled_back_before_the_next_batch(
+    store: SQLiteStore,
+) -> None:
+    """A failure whose rollback failed too must not wedge every later write."""
+    conversation_id = new_conversation_id()
+    await store.create_conversation(conversation_id, time.time())
+    conn = store._conn
+    assert conn is not None
+    conn.execute("BEGIN IMMEDIATE")  # as if a batch's ROLLBACK had failed
+    conn.execute(
+        "INSERT INTO conversations (id, created_at, owner) VALUES (?, ?, '')",
+        (new_conversation_id(), time.time()),
+    )
+    await store.append_message(message(conversation_id, "after"))
+    assert [m.content for m in await store.history(conversation_id)] == ["after"]
+    assert not conn.in_transaction

@@ -179,6 +179,8 @@ class GroupCommit:
         """On the loop: the writer lock and the write transaction if both are free now, never
         waiting. False: neither is held, and the thread must wait for them (`_begin`)."""
         lock = self._writer_lock
+        if conn.in_transaction:
+            return False  # left open by a failure that could not roll back: the thread will
         try:
             if lock is not None and not lock.try_acquire():
                 return False
@@ -202,6 +204,8 @@ class GroupCommit:
         if self._writer_lock is not None:
             self._writer_lock.acquire()
         try:
+            if conn.in_transaction:  # a rollback that failed left it open: start clean
+                conn.execute("ROLLBACK")
             if not durable:
                 conn.execute("PRAGMA synchronous = NORMAL")
             conn.execute("BEGIN IMMEDIATE")
