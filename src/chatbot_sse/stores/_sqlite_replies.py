@@ -149,14 +149,27 @@ def _continue(
 ) -> bool:
     """The usual append, in two statements instead of three: a reply continued with
     consecutive frames. False, having written nothing, for anything else."""
-    run = _as_one_row(events)
-    if run is None:
+    params = _continuation(keys, events, finished, now)
+    if params is None:
         return False
-    params = (*keys, *run, now - ABANDONED_AFTER, now, now if finished else None)
     if conn.execute(INSERT_CONTINUATION, params[:6]).rowcount != 1:
         return False
     conn.execute(UPDATE_CONTINUATION, params)
     return True
+
+
+Continuation = tuple[str, str, int, bytes, int, float, float, float | None]
+"""The parameters of `UPDATE_CONTINUATION`; `INSERT_CONTINUATION` takes the first six."""
+
+
+def _continuation(
+    keys: tuple[str, str], events: Sequence[tuple[int, bytes]], finished: bool, now: float
+) -> Continuation | None:
+    """The parameters that continue a reply with `events`, if they make one row."""
+    run = _as_one_row(events)
+    if run is None:
+        return None
+    return (*keys, *run, now - ABANDONED_AFTER, now, now if finished else None)
 
 
 def enter(
@@ -187,19 +200,18 @@ def append_many(
     The usual append continues a reply in flight with consecutive frames: those are two
     `executemany` for all of them (one row each), not three statements per reply. If any
     reply is not such a continuation, everything is undone and appended one by one.
-    A thousand paced replies are a round every `FLUSH_INTERVAL`; their statements, each
-    taking the GIL back from the event loop, were most of the store thread's work.
+    A thousand paced replies are a round every `FLUSH_INTERVAL`: three statements each
+    were most of a round's time.
     """
     if sweep:
         prune(conn, now, retention)
-    rows: list[tuple[str, str, int, bytes, int, float, float, float | None]] = []
+    rows: list[Continuation] = []
     for a in appends:
-        run = _as_one_row(a.events)
-        if run is None:
+        row = _continuation((a.conversation_id, a.reply_id), a.events, a.finished, now)
+        if row is None:
             rows = []
             break
-        end = now if a.finished else None
-        rows.append((a.conversation_id, a.reply_id, *run, now - ABANDONED_AFTER, now, end))
+        rows.append(row)
     if rows:
         conn.execute("SAVEPOINT continuation")
         inserted = conn.executemany(INSERT_CONTINUATION, [row[:6] for row in rows]).rowcount
