@@ -51,6 +51,8 @@ class FakeConfig:
     drop_history_turn: int | None = None  # history omits this turn (0-based) of each conversation
     resume: bool = True
     ping_first: bool = True
+    close_connections: bool = False  # answer every stream with `Connection: close`
+    keep_alive_timeout: float = 5.0  # uvicorn closes connections idle this long
 
 
 @dataclass
@@ -67,6 +69,7 @@ class FakeChatServer:
         self.config = config or FakeConfig()
         self.conversations: dict[str, Conversation] = {}
         self.counts: Counter[str] = Counter()
+        self.clients: set[tuple[str, int]] = set()  # (address, port): one per connection
         self._ids = itertools.count(1)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -79,6 +82,7 @@ class FakeChatServer:
                     await send({"type": "lifespan.shutdown.complete"})
                     return
         assert scope["type"] == "http"
+        self.clients.add(tuple(scope["client"]))
         path, method = scope["path"], scope["method"]
         if method == "POST" and path == "/chat":
             await self.chat(scope, receive, send)
@@ -124,7 +128,7 @@ class FakeChatServer:
         chunks = reply_chunks(text, cfg.chunks)
         conv.replies[mid] = chunks
         conv.messages.append({"id": f"u{n}", "role": "user", "content": text})
-        await start_sse(send)
+        await start_sse(send, close=cfg.close_connections)
         await event(send, "connected", f"{mid}:0", {"conversation_id": cid, "message_id": mid},
                     retry=True)  # fmt: skip
         if cfg.ping_first:
@@ -212,9 +216,11 @@ async def plain(send: Send, status: int, body: bytes, ctype: bytes = b"applicati
     await send({"type": "http.response.body", "body": body})
 
 
-async def start_sse(send: Send) -> None:
-    await send({"type": "http.response.start", "status": 200, "headers": [
-        (b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]})  # fmt: skip
+async def start_sse(send: Send, close: bool = False) -> None:
+    headers = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": 200, "headers": headers})
 
 
 async def event(send: Send, name: str, eid: str, data: dict[str, Any], retry: bool = False) -> None:
@@ -235,8 +241,10 @@ def serve(app: Any) -> Iterator[str]:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
+    keep_alive = getattr(getattr(app, "config", None), "keep_alive_timeout", 5.0)
     config = uvicorn.Config(app, log_level="warning", lifespan="on", loop="asyncio",
-                            http="httptools", timeout_graceful_shutdown=1)  # fmt: skip
+                            http="httptools", timeout_graceful_shutdown=1,
+                            timeout_keep_alive=keep_alive)  # fmt: skip
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

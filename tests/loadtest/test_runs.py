@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import statistics
 import time
@@ -13,6 +14,7 @@ import pytest
 from chatbot_sse.loadtest import Run, RunConfig, StreamOptions, summarize
 from chatbot_sse.loadtest.report import timeseries
 from chatbot_sse.loadtest.runner import RunResult
+from chatbot_sse.loadtest.transport import Pool, Target, build_request, open_exchange
 from loadtest.fake_server import FakeChatServer
 
 Fake = Callable[..., tuple[FakeChatServer, str]]
@@ -37,6 +39,76 @@ async def test_counts_match_what_the_server_counted(fake: Fake) -> None:
     assert s["streams_per_s"] == pytest.approx(60 / s["elapsed_s"])
     assert sorted(r.index for r in result.records) == list(range(60))
     assert all(len(r.itl_s) == 6 for r in result.records)
+
+
+async def test_connections_are_kept_alive_and_reused(fake: Fake) -> None:
+    app, url = fake(chunks=5)
+    _, s = await run(url, requests=60, concurrency=6)
+    assert s["requests_completed"] == 60
+    assert s["connections_opened"] == len(app.clients) <= 6
+    assert s["connections_reused"] == 60 - s["connections_opened"]
+
+
+async def test_without_keep_alive_every_stream_has_its_own_connection(fake: Fake) -> None:
+    app, url = fake(chunks=5)
+    _, s = await run(url, requests=30, concurrency=6, stream={"keep_alive": False})
+    assert s["requests_completed"] == 30
+    assert len(app.clients) == 30
+    assert s["connections_opened"] is None
+
+
+async def test_a_connection_the_server_closes_after_its_reply_is_not_reused(fake: Fake) -> None:
+    app, url = fake(chunks=5, close_connections=True)
+    _, s = await run(url, requests=20, concurrency=4)
+    assert s["requests_completed"] == 20
+    assert s["connections_opened"] == 20 == len(app.clients)
+    assert s["connections_reused"] == 0
+
+
+async def test_connections_the_server_closed_while_idle_are_replaced(fake: Fake) -> None:
+    # The server closes idle connections after 0.1 s; users think 0.3 s between turns, so
+    # every second and third turn needs a new connection, and none may fail for it.
+    app, url = fake(chunks=3, keep_alive_timeout=0.1)
+    _, s = await run(
+        url, requests=12, concurrency=2, multi_turn=True, turns=3, think_time=0.3,
+        verify_history=False,
+    )  # fmt: skip
+    assert s["requests_failed"] == 0
+    assert s["requests_completed"] == 12
+    assert s["connections_opened"] == len(app.clients) >= 2 + 8
+
+
+async def test_a_connection_idle_too_long_is_closed_not_reused(fake: Fake) -> None:
+    _, url = fake(chunks=3)
+    target = await Target.resolve(url)
+    pool = Pool(max_idle_s=0.05)
+    request = build_request(target, "GET", "/metrics", [], b"", keep_alive=True)
+    sink = _Discard()
+    exchange, connect_s = await open_exchange(target, request, sink, pool=pool)
+    assert connect_s is not None
+    assert await exchange.done is True
+    assert pool.give(exchange)
+    again, reused_connect_s = await open_exchange(target, request, sink, pool=pool)
+    assert again is exchange  # idle for less than 0.05 s
+    assert reused_connect_s is None
+    assert await again.done is True
+    pool.give(again)
+    await asyncio.sleep(0.1)
+    fresh, _ = await open_exchange(target, request, sink, pool=pool)
+    assert fresh is not exchange
+    assert not exchange.reusable  # closed by the pool
+    assert await fresh.done is True
+    assert (pool.opened, pool.reused) == (2, 1)
+    pool.give(fresh)
+    pool.close()
+
+
+class _Discard:
+    def on_head(self, status: int, headers: dict[str, str]) -> bool:
+        return False
+
+    def on_body(self, data: bytes) -> bool:
+        return False
 
 
 async def test_injected_http_failures_are_counted_by_kind(fake: Fake) -> None:

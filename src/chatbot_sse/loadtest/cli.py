@@ -168,6 +168,13 @@ def loadtest(
     read_pause: Annotated[
         float, typer.Option(min=0, help="Seconds a slow reader waits after each read.")
     ] = 0.02,
+    keep_alive: Annotated[
+        bool,
+        typer.Option(
+            help="Reuse connections between streams (not with --slow-reader); "
+            "--no-keep-alive opens one per request."
+        ),
+    ] = True,
     seed: Annotated[int | None, typer.Option(help="Seed for message choice and drops.")] = None,
     history_check: Annotated[
         bool, typer.Option(help="With --multi-turn, verify each conversation's history at the end.")
@@ -196,6 +203,7 @@ def loadtest(
             drop_rate=drop_rate,
             slow_reader=slow_reader,
             read_pause=read_pause,
+            keep_alive=keep_alive,
         ),
     )
     console = Console(stderr=True)

@@ -26,7 +26,7 @@ import orjson
 
 from chatbot_sse.loadtest.parser import SSEParser
 from chatbot_sse.loadtest.timeline import Timeline
-from chatbot_sse.loadtest.transport import Exchange, Target, build_request, open_exchange
+from chatbot_sse.loadtest.transport import Exchange, Pool, Target, build_request, open_exchange
 
 __all__ = ["StreamOptions", "StreamRecord", "TurnResult", "run_turn"]
 
@@ -49,6 +49,7 @@ class StreamOptions:
     slow_reader: bool = False
     read_pause: float = 0.02
     max_resumes: int = 3
+    keep_alive: bool = True  # reuse connections between streams (never for a slow reader)
 
 
 @dataclass(slots=True)
@@ -247,8 +248,11 @@ async def run_turn(
     message: str,
     conversation_id: str | None,
     rng: random.Random,
+    pool: Pool | None = None,
 ) -> TurnResult:
-    """Run one turn to its end (or timeout) and return its filled-in record."""
+    """Run one turn to its end (or timeout) and return its filled-in record.
+
+    With a `pool`, the turn's connections come from it and the last one goes back to it."""
     drop_at = rng.randint(1, 8) if opts.drop_rate and rng.random() < opts.drop_rate else 0
     payload: dict[str, Any] = {"message": message}
     if conversation_id:
@@ -266,10 +270,12 @@ async def run_turn(
     timeline.started(t0)
     try:
         async with asyncio.timeout(opts.timeout):
+            request = build_request(
+                target, "POST", "/chat", headers, body, keep_alive=pool is not None
+            )
             exchange, record.connect_s = await open_exchange(
-                target, build_request(target, "POST", "/chat", headers, body), turn,
-                read_pause=pause, rcvbuf=rcvbuf,
-            )  # fmt: skip
+                target, request, turn, read_pause=pause, rcvbuf=rcvbuf, pool=pool
+            )
             turn.exchange = exchange
             await exchange.done
             _raise_transport_error(exchange, record)
@@ -278,14 +284,17 @@ async def run_turn(
                     break
                 turn.dropping = False
                 record.drops += 1
-                await _resume(target, opts, turn, pause, rcvbuf)
+                await _resume(target, opts, turn, pause, rcvbuf, pool)
     except TimeoutError:
         record.fail(TIMEOUT, f"no end of reply within {opts.timeout:g} s")
     except OSError as exc:
         record.fail(CONNECTION, f"{type(exc).__name__}: {exc}")
     finally:
         if turn.exchange is not None:
-            turn.exchange.close()
+            if pool is None:
+                turn.exchange.close()
+            else:  # kept if its response ended cleanly, else closed
+                pool.give(turn.exchange)
     if record.kind is None and turn.rec.status and not turn.http_ok:
         turn.http_failure()
     if record.kind is None and not record.ok:
@@ -308,7 +317,12 @@ def _raise_transport_error(exchange: Exchange, record: StreamRecord) -> None:
 
 
 async def _resume(
-    target: Target, opts: StreamOptions, turn: _Turn, pause: float, rcvbuf: int | None
+    target: Target,
+    opts: StreamOptions,
+    turn: _Turn,
+    pause: float,
+    rcvbuf: int | None,
+    pool: Pool | None,
 ) -> None:
     """Reconnect with `Last-Event-ID` and keep feeding the same checks."""
     record = turn.rec
@@ -324,10 +338,10 @@ async def _resume(
     record.pings += turn.parser.comments
     turn.parser = SSEParser()  # a new connection is a new event stream
     record.resumes += 1
+    request = build_request(target, "GET", path, headers, b"", keep_alive=pool is not None)
     exchange, _ = await open_exchange(
-        target, build_request(target, "GET", path, headers, b""), turn,
-        read_pause=pause, rcvbuf=rcvbuf,
-    )  # fmt: skip
+        target, request, turn, read_pause=pause, rcvbuf=rcvbuf, pool=pool
+    )
     turn.exchange = exchange
     await exchange.done
     _raise_transport_error(exchange, record)

@@ -76,6 +76,8 @@ def summarize(result: RunResult) -> dict[str, Any]:
         "chunks_total": chunks,
         "bytes_total": sum(r.bytes for r in records),
         "pings_total": sum(r.pings for r in records),
+        "connections_opened": result.connections_opened,
+        "connections_reused": result.connections_reused,
         "connect_s": stats([r.connect_s for r in ok if r.connect_s is not None]),
         "connected_s": stats([r.connected_s for r in ok if r.connected_s is not None]),
         "ttft_s": stats([r.ttft_s for r in ok if r.ttft_s is not None]),
@@ -168,4 +170,9 @@ def summary_table(summary: dict[str, Any]) -> Table:
         f"resumes {summary['resumes']}  mismatches {summary['content_mismatches']}  |  "
         f"{summary['elapsed_s']:.2f} s"
     )
+    if summary.get("connections_opened") is not None:
+        table.caption += (
+            f"  |  connections opened {summary['connections_opened']} "
+            f"reused {summary['connections_reused']}"
+        )
     return table

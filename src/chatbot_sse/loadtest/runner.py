@@ -25,7 +25,7 @@ from typing import Any
 from chatbot_sse.loadtest.client import StreamOptions, StreamRecord, run_turn
 from chatbot_sse.loadtest.history import SessionLog, verify_histories
 from chatbot_sse.loadtest.timeline import Timeline
-from chatbot_sse.loadtest.transport import Target
+from chatbot_sse.loadtest.transport import Pool, Target
 
 __all__ = ["Run", "RunConfig", "RunResult"]
 
@@ -66,6 +66,7 @@ class RunConfig:
             "timeout_s": self.stream.timeout,
             "drop_rate": self.stream.drop_rate,
             "slow_reader": self.stream.slow_reader,
+            "keep_alive": self.stream.keep_alive and not self.stream.slow_reader,
             "headers": [name for name, _ in self.stream.headers],  # names only: values may be keys
         }
 
@@ -78,6 +79,8 @@ class RunResult:
     elapsed_s: float
     conversations_checked: int = 0
     conversations_mismatched: int = 0
+    connections_opened: int | None = None  # with keep-alive; None: one connection per request
+    connections_reused: int | None = None
 
 
 class Run:
@@ -95,6 +98,9 @@ class Run:
         self._issued = 0
         self._next_index = 0
         self._next_session = 0
+        # A slow reader's small receive buffer is set on its own socket: never shared.
+        keep = config.stream.keep_alive and not config.stream.slow_reader
+        self.pool: Pool | None = Pool() if keep else None
 
     # live counters for the progress display ----------------------------------
     @property
@@ -126,8 +132,13 @@ class Run:
         finally:
             if ticker is not None:
                 ticker.cancel()
+            if self.pool is not None:
+                self.pool.close()
         elapsed = time.perf_counter() - self.timeline.t0
         result = RunResult(cfg, self.records, self.timeline, elapsed)
+        if self.pool is not None:
+            result.connections_opened = self.pool.opened
+            result.connections_reused = self.pool.reused
         if cfg.multi_turn and cfg.verify_history:
             checked, mismatched = await verify_histories(target, cfg.stream.headers, self.sessions)
             result.conversations_checked = checked
@@ -213,7 +224,14 @@ class Run:
             record = StreamRecord(index, user, sid, t, time.perf_counter() - self.timeline.t0)
             self.records.append(record)
             result = await run_turn(
-                target, cfg.stream, self.timeline, record, message, log.conversation_id, self.rng
+                target,
+                cfg.stream,
+                self.timeline,
+                record,
+                message,
+                log.conversation_id,
+                self.rng,
+                self.pool,
             )
             log.add(message, result.reply, record)
             if log.conversation_id is None:

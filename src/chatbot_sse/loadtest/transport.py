@@ -1,4 +1,4 @@
-"""A minimal HTTP/1.1 client on asyncio protocols: one request per connection.
+"""A minimal HTTP/1.1 client on asyncio protocols, with keep-alive connections.
 
 Why not httpx for the streams: measured on this 2-core machine (see
 `bench/loadtest_ceiling.py`), httpx's pure-Python h11 stack spends more CPU per
@@ -6,6 +6,16 @@ received chunk than the whole SSE check, so it, not the server, becomes the
 limit. Here the response is parsed by `httptools` (llhttp, in C, the parser
 uvicorn itself uses) and body bytes go straight to a sink callback, without a
 task switch or an intermediate queue per chunk.
+
+Connections are kept alive and reused (`Pool`), as wrk, k6 and browsers do: a
+stream on a new connection costs both sides a connect, an accept and a close,
+which on a loopback benchmark is as much CPU as checking the stream. A
+connection goes back to the pool only after a response that ended as HTTP
+framed it and did not ask for `Connection: close`, and it is reused only while
+it has been idle for less than `MAX_IDLE_S`: servers close idle connections
+after a few seconds (uvicorn 5, our gunicorn configuration 2), and a request
+written onto a connection the server is closing at that moment would fail
+through no fault of the stream.
 
 Policy (what a stream means, what counts as failure) lives in `client.py`;
 this module only moves bytes. httpx is still used for the few plain requests
@@ -24,7 +34,9 @@ from urllib.parse import urlsplit
 
 import httptools
 
-__all__ = ["Exchange", "ResponseSink", "Target", "open_exchange"]
+__all__ = ["MAX_IDLE_S", "Exchange", "Pool", "ResponseSink", "Target", "open_exchange"]
+
+MAX_IDLE_S = 1.0
 
 
 class ResponseSink(Protocol):
@@ -82,24 +94,46 @@ class Target:
 
 
 class Exchange(asyncio.Protocol):
-    """One request/response on its own connection; `done` resolves when it is over.
+    """A connection and the request/response it carries now; `done` resolves when it is over.
 
     `done` gets True when the response ended as HTTP framed it, False when the
     connection closed before that (or we closed it because the sink asked to).
+    With `keep_alive`, a connection whose response ended that way stays open
+    (`reusable`), and `again()` sends the next request on it.
     """
 
-    def __init__(self, sink: ResponseSink, request: bytes, read_pause: float) -> None:
+    def __init__(
+        self, sink: ResponseSink, request: bytes, read_pause: float, keep_alive: bool = False
+    ) -> None:
+        self._parser = httptools.HttpResponseParser(self)
+        self._transport: asyncio.Transport | None = None
+        self._keep_alive = keep_alive
+        self._lost = False
+        self.idle_since = 0.0  # when the last response ended, for `Pool`
+        self._start(sink, request, read_pause)
+
+    def _start(self, sink: ResponseSink, request: bytes, read_pause: float) -> None:
         self._sink = sink
         self._request = request
         self._read_pause = read_pause
-        self._parser = httptools.HttpResponseParser(self)
         self._headers: dict[str, str] = {}
-        self._transport: asyncio.Transport | None = None
         self._complete = False
         self._stopped = False
         self.done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self.error: BaseException | None = None
         self.head_received = False
+
+    def again(self, sink: ResponseSink, request: bytes, read_pause: float) -> None:
+        """The next request on this kept-alive connection (only when `reusable`)."""
+        assert self.reusable
+        assert self._transport is not None
+        self._start(sink, request, read_pause)
+        self._transport.write(request)
+
+    @property
+    def reusable(self) -> bool:
+        """Open, and its last response ended as HTTP framed it without closing."""
+        return self._keep_alive and self._complete and not self._stopped and not self._lost
 
     # asyncio.Protocol -------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -109,6 +143,9 @@ class Exchange(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self._stopped:
+            return
+        if self._complete:  # bytes while idle: no response of ours, the connection is unfit
+            self.close()
             return
         try:
             self._parser.feed_data(data)
@@ -121,6 +158,7 @@ class Exchange(asyncio.Protocol):
             asyncio.get_running_loop().call_later(self._read_pause, self._resume)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self._lost = True
         if self.error is None and not self._stopped and not self._complete:
             if exc is not None:
                 self.error = exc
@@ -149,7 +187,12 @@ class Exchange(asyncio.Protocol):
 
     def on_message_complete(self) -> None:
         self._complete = True
-        self.close()
+        if self._keep_alive and self._parser.should_keep_alive():
+            self.idle_since = time.monotonic()
+            if not self.done.done():
+                self.done.set_result(True)
+        else:
+            self.close()
 
     # control ----------------------------------------------------------------
     def _resume(self) -> None:
@@ -165,14 +208,52 @@ class Exchange(asyncio.Protocol):
             self.done.set_result(self._complete)
 
 
+class Pool:
+    """Idle kept-alive connections to one target, most recently used first."""
+
+    def __init__(self, max_idle_s: float = MAX_IDLE_S) -> None:
+        self.max_idle_s = max_idle_s
+        self._idle: list[Exchange] = []
+        self.opened = 0  # connections opened through `open_exchange` with this pool
+        self.reused = 0
+
+    def take(self) -> Exchange | None:
+        """An idle connection still fit to carry a request; stale ones are closed."""
+        now = time.monotonic()
+        while self._idle:
+            exchange = self._idle.pop()
+            if exchange.reusable and now - exchange.idle_since < self.max_idle_s:
+                return exchange
+            exchange.close()
+        return None
+
+    def give(self, exchange: Exchange) -> bool:
+        """Keep `exchange` for the next request if it is reusable, else close it."""
+        if exchange.reusable:
+            self._idle.append(exchange)
+            return True
+        exchange.close()
+        return False
+
+    def close(self) -> None:
+        while self._idle:
+            self._idle.pop().close()
+
+
 def build_request(
-    target: Target, method: str, path: str, headers: list[tuple[str, str]], body: bytes
+    target: Target,
+    method: str,
+    path: str,
+    headers: list[tuple[str, str]],
+    body: bytes,
+    *,
+    keep_alive: bool = False,
 ) -> bytes:
-    """Serialise a request once; `Connection: close` since each stream has its own socket."""
+    """Serialise a request once; `Connection: close` unless the connection is to be kept."""
     lines = [
         f"{method} {target.base_path}{path} HTTP/1.1",
         f"Host: {target.host_header}",
-        "Connection: close",
+        *(() if keep_alive else ("Connection: close",)),
         "User-Agent: chatbot-sse-loadtest",
     ]
     lines.extend(f"{name}: {value}" for name, value in headers)
@@ -188,8 +269,17 @@ async def open_exchange(
     *,
     read_pause: float = 0.0,
     rcvbuf: int | None = None,
-) -> tuple[Exchange, float]:
-    """Connect, send `request`, and return the exchange and the TCP(+TLS) connect time."""
+    pool: Pool | None = None,
+) -> tuple[Exchange, float | None]:
+    """Send `request` on an idle connection of `pool`, else on a new one (kept alive if there
+    is a pool); return the exchange and the TCP(+TLS) connect time (None: reused)."""
+    if pool is not None:
+        idle = pool.take()
+        if idle is not None:
+            idle.again(sink, request, read_pause)
+            pool.reused += 1
+            return idle, None
+        pool.opened += 1
     loop = asyncio.get_running_loop()
     sock = socket.socket(target.family, socket.SOCK_STREAM)
     try:
@@ -200,7 +290,7 @@ async def open_exchange(
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         t0 = time.perf_counter()
         await loop.sock_connect(sock, target.sockaddr)
-        exchange = Exchange(sink, request, read_pause)
+        exchange = Exchange(sink, request, read_pause, keep_alive=pool is not None)
         await loop.create_connection(
             lambda: exchange,
             sock=sock,
