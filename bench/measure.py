@@ -177,6 +177,9 @@ async def loadtest_load(server: Server, duration: float, concurrency: int = 50) 
         "errors": {**summary.get("failures_by_kind", {}), **summary.get("protocol_violations", {})},
         "connected_s": summary.get("connected_s", {}),
         "ttft_s": summary.get("ttft_s", {}),
+        # keep-alive, as wrk and the Python driver: 50 opened, the rest reused
+        "connections_opened": summary.get("connections_opened"),
+        "connections_reused": summary.get("connections_reused"),
     }
 
 
