@@ -180,6 +180,7 @@ async def loadtest_load(server: Server, duration: float, concurrency: int = 50) 
         # keep-alive, as wrk and the Python driver: 50 opened, the rest reused
         "connections_opened": summary.get("connections_opened"),
         "connections_reused": summary.get("connections_reused"),
+        "client_cpu": summary.get("client_cpu_cores"),  # near 1.0: the client was the limit
     }
 
 

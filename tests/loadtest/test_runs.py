@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from chatbot_sse.loadtest import Run, RunConfig, StreamOptions, summarize
-from chatbot_sse.loadtest.report import timeseries
+from chatbot_sse.loadtest.report import client_bound_warning, timeseries
 from chatbot_sse.loadtest.runner import RunResult
 from chatbot_sse.loadtest.transport import Pool, Target, build_request, open_exchange
 from loadtest.fake_server import FakeChatServer
@@ -47,6 +47,18 @@ async def test_connections_are_kept_alive_and_reused(fake: Fake) -> None:
     assert s["requests_completed"] == 60
     assert s["connections_opened"] == len(app.clients) <= 6
     assert s["connections_reused"] == 60 - s["connections_opened"]
+
+
+async def test_the_clients_own_cpu_is_reported_and_warned_about_near_a_core(fake: Fake) -> None:
+    _, url = fake(chunks=5)
+    result, s = await run(url, requests=40, concurrency=4)
+    assert result.client_cpu_s > 0
+    assert s["client_cpu_cores"] == pytest.approx(result.client_cpu_s / result.elapsed_s)
+    assert s["client_cpu_cores"] < 4  # this process: the client, and here the fake server too
+    assert client_bound_warning({"client_cpu_cores": 0.5}) is None
+    warning = client_bound_warning({"client_cpu_cores": 0.97})
+    assert warning is not None
+    assert "0.97 of a core" in warning
 
 
 async def test_without_keep_alive_every_stream_has_its_own_connection(fake: Fake) -> None:

@@ -19,7 +19,14 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
 from chatbot_sse.loadtest.client import StreamOptions
-from chatbot_sse.loadtest.report import summarize, summary_table, to_json, write_json, write_records
+from chatbot_sse.loadtest.report import (
+    client_bound_warning,
+    summarize,
+    summary_table,
+    to_json,
+    write_json,
+    write_records,
+)
 from chatbot_sse.loadtest.runner import DEFAULT_MESSAGE, Run, RunConfig, RunResult
 
 __all__ = ["app", "loadtest", "main"]
@@ -213,6 +220,9 @@ def loadtest(
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from exc
     summary = summarize(result)
+    warning = client_bound_warning(summary)
+    if warning is not None:
+        console.print(f"[yellow]warning:[/yellow] {warning}")
     if json_out is not None:
         write_json(json_out, to_json(result, summary))
     if records_out is not None:

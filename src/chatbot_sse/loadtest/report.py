@@ -22,7 +22,15 @@ from rich.table import Table
 from chatbot_sse.loadtest.client import PROTOCOL, StreamRecord
 from chatbot_sse.loadtest.runner import RunResult
 
-__all__ = ["percentile", "stats", "summarize", "summary_table", "to_json", "write_records"]
+__all__ = [
+    "client_bound_warning",
+    "percentile",
+    "stats",
+    "summarize",
+    "summary_table",
+    "to_json",
+    "write_records",
+]
 
 PERCENTILES = (50, 90, 95, 99)
 
@@ -76,6 +84,8 @@ def summarize(result: RunResult) -> dict[str, Any]:
         "chunks_total": chunks,
         "bytes_total": sum(r.bytes for r in records),
         "pings_total": sum(r.pings for r in records),
+        # Cores this client kept busy: near 1, it (one Python process) was the limit, not the server.
+        "client_cpu_cores": result.client_cpu_s / elapsed,
         "connections_opened": result.connections_opened,
         "connections_reused": result.connections_reused,
         "connect_s": stats([r.connect_s for r in ok if r.connect_s is not None]),
@@ -148,6 +158,20 @@ def _ms(value: float | None) -> str:
     return "-" if value is None or math.isnan(value) else f"{value * 1000:,.1f}"
 
 
+CLIENT_BOUND_CORES = 0.9
+
+
+def client_bound_warning(summary: dict[str, Any]) -> str | None:
+    """A warning when this client, not the server, may have set the pace."""
+    cores = summary.get("client_cpu_cores")
+    if cores is None or math.isnan(cores) or cores < CLIENT_BOUND_CORES:
+        return None
+    return (
+        f"the load tester kept {cores:.2f} of a core busy: it may be the bottleneck, not the "
+        "server; run it on another machine, or several of them, for the server's limit"
+    )
+
+
 def summary_table(summary: dict[str, Any]) -> Table:
     """The human view: counts, throughput, then one latency row per metric."""
     table = Table(title="chatbot-sse load test", show_lines=False)
@@ -170,6 +194,7 @@ def summary_table(summary: dict[str, Any]) -> Table:
         f"resumes {summary['resumes']}  mismatches {summary['content_mismatches']}  |  "
         f"{summary['elapsed_s']:.2f} s"
     )
+    table.caption += f"  |  client CPU {summary['client_cpu_cores']:.2f} cores"
     if summary.get("connections_opened") is not None:
         table.caption += (
             f"  |  connections opened {summary['connections_opened']} "

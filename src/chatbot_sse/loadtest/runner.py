@@ -81,6 +81,7 @@ class RunResult:
     conversations_mismatched: int = 0
     connections_opened: int | None = None  # with keep-alive; None: one connection per request
     connections_reused: int | None = None
+    client_cpu_s: float = 0.0  # this process's CPU while streaming (the history check excluded)
 
 
 class Run:
@@ -119,6 +120,7 @@ class Run:
         cfg = self.config
         target = await Target.resolve(cfg.url)
         self.timeline = Timeline(time.perf_counter())
+        cpu = time.process_time()
         if cfg.duration is not None:
             self._deadline = self.timeline.t0 + cfg.duration
         ticker = asyncio.create_task(self._tick(on_tick)) if on_tick else None
@@ -136,6 +138,7 @@ class Run:
                 self.pool.close()
         elapsed = time.perf_counter() - self.timeline.t0
         result = RunResult(cfg, self.records, self.timeline, elapsed)
+        result.client_cpu_s = time.process_time() - cpu
         if self.pool is not None:
             result.connections_opened = self.pool.opened
             result.connections_reused = self.pool.reused
