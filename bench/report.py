@@ -236,13 +236,18 @@ def print_report(results: dict[str, Any], console: Console | None = None) -> Non
         console.print(f"[red]broken:[/red] {problem}")
 
 
+def _stack(results: dict[str, Any]) -> str:
+    stack = results["config"].get("stack", "uvloop")  # runs before --stack were all uvloop
+    return "uvloop + httptools" if stack == "uvloop" else "asyncio + h11"
+
+
 def markdown(results: dict[str, Any]) -> str:
     """The tables as Markdown, for docs/bench.md and the README."""
     servers, rat = results["servers"], results["ratios"]
     m_ = results["machine"]
     lines = [
         f"Run {results['date']} ({results['mode']}), {m_['nproc']} cores {m_['cpu_model']}, "
-        f"Python {m_['python']}; {results['config']['wrk']}; "
+        f"Python {m_['python']}; uvicorn on {_stack(results)}; {results['config']['wrk']}; "
         f"paced: {results['config']['paced_streams']} concurrent replies at 20 events/s.",
         "",
         "| server | replies/s wrk | busy cores | replies/s py-client | replies/s loadtest | connected p50 / p99 ms "

@@ -32,7 +32,7 @@ from rich.console import Console
 
 from bench import measure, report
 from bench.profile import profile
-from bench.servers import ROOT, SPECS, Spec, start
+from bench.servers import ROOT, SPECS, STACKS, Spec, start
 
 PACE = 0.05  # 20 events/s
 console = Console(stderr=True)
@@ -87,7 +87,7 @@ def machine() -> dict[str, Any]:
 async def load_session(spec: Spec, cfg: argparse.Namespace) -> dict[str, Any]:
     """One start of a server: checked replies, wrk, the probe, the Python drivers."""
     result: dict[str, Any] = {"load_average": os.getloadavg()[0]}
-    with start(spec) as server:
+    with start(spec, stack=cfg.stack) as server:
         console.print(f"[bold]{spec.label}[/bold] on :{server.port}")
         result["verify"] = await measure.verify(server)
         await measure.python_load(server, cfg.warmup)  # warm-up
@@ -122,7 +122,7 @@ async def paced_session(spec: Spec, cfg: argparse.Namespace) -> dict[str, Any]:
     One wave's p99 moves 15-20 % between runs, so the wave with the median p99 lateness is
     reported, with the fewest completed replies and the highest peak memory of all waves.
     """
-    with start(spec, pace=PACE) as server:
+    with start(spec, pace=PACE, stack=cfg.stack) as server:
         console.print(f"[bold]{spec.label}[/bold] paced, on :{server.port}")
         check = await measure.verify(server, count=1)
         waves = []
@@ -185,6 +185,7 @@ async def run(cfg: argparse.Namespace) -> dict[str, Any]:
         s
         for s in SPECS
         if s.name in cfg.servers or (not cfg.servers and not (s.extra and cfg.quick))
+        if not (s.gunicorn and cfg.stack != "uvloop")  # gunicorn's worker picks its own stack
     ]
     results: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -193,6 +194,7 @@ async def run(cfg: argparse.Namespace) -> dict[str, Any]:
         "config": {
             "message": measure.MESSAGE,
             "wrk": f"wrk -t1 -c50 -d{cfg.duration:g}s -s bench/wrk/chat.lua",
+            "stack": cfg.stack,
             "duration_s": cfg.duration,
             "probe_concurrency": cfg.probe,
             "python_concurrency": 50,
@@ -229,7 +231,7 @@ async def run(cfg: argparse.Namespace) -> dict[str, Any]:
             if spec.name not in (report.OURS, "chatbot_sse_memory"):
                 continue
             console.print(f"profiling {spec.label} under wrk with py-spy")
-            with start(spec) as server:
+            with start(spec, stack=cfg.stack) as server:
                 await measure.wrk_load(server, cfg.warmup)
                 results["profile"][spec.name] = await guarded(
                     "profile", profile(server, cfg.duration), cfg.settle
@@ -275,7 +277,18 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="py-spy chatbot-sse under wrk (default: on in full runs)",
     )
-    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "latest.json")
+    parser.add_argument(
+        "--stack",
+        choices=sorted(STACKS),
+        default="uvloop",
+        help="every server's event loop and HTTP parser: uvloop + httptools (how chatbot-sse "
+        "runs), or asyncio + h11 (plain uvicorn: the stack of issue 8's own numbers)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        help="results file (default bench/results/latest.json, latest-asyncio.json for that stack)",
+    )
     cfg = parser.parse_args(argv)  # fmt: skip
     cfg.duration = cfg.duration or (1.0 if cfg.quick else 10.0)
     cfg.warmup = 0.3 if cfg.quick else 2.0
@@ -285,6 +298,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     cfg.profile = (not cfg.quick) if cfg.profile is None else cfg.profile
     cfg.servers = set(cfg.servers.split(",")) if cfg.servers else set()
     cfg.drivers = [d.strip() for d in cfg.drivers.split(",") if d.strip()]
+    if cfg.out is None:
+        name = "latest.json" if cfg.stack == "uvloop" else f"latest-{cfg.stack}.json"
+        cfg.out = ROOT / "bench" / "results" / name
     return cfg
 
 

@@ -25,8 +25,16 @@ import psutil
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
-UVICORN = [str(BIN / "python"), "-m", "uvicorn", "--loop", "uvloop", "--http", "httptools",
+UVICORN = [str(BIN / "python"), "-m", "uvicorn",
            "--no-access-log", "--log-level", "warning", "--host", "127.0.0.1"]  # fmt: skip
+STACKS: dict[str, tuple[str, str, str]] = {
+    # name: (event loop, HTTP protocol of the peers, chatbot-sse's: the same with the deadline)
+    "uvloop": ("uvloop", "httptools", "chatbot_sse.request_deadline:RequestDeadlineProtocol"),
+    "asyncio": ("asyncio", "h11", "chatbot_sse.request_deadline:H11DeadlineProtocol"),
+}
+"""`uvloop` is how chatbot-sse runs (`chatbot-sse serve`, the gunicorn worker: uvicorn's
+`auto` picks uvloop and httptools when installed). `asyncio` is plain uvicorn without its
+`[standard]` extras: the stack issue 8's own numbers match (see docs/bench.md)."""
 
 
 @dataclass(frozen=True)
@@ -40,7 +48,8 @@ class Spec:
     store: str = "sqlite"  # chatbot-sse's STORE_URL scheme: sqlite (the default) or memory
     extra: bool = False  # diagnostic only: in full runs, not in --quick
 
-    def command(self, port: int) -> list[str]:
+    def command(self, port: int, stack: str = "uvloop") -> list[str]:
+        loop, http, ours_http = STACKS[stack]
         if self.gunicorn:
             return [
                 str(BIN / "gunicorn"),
@@ -48,10 +57,10 @@ class Spec:
                 str(ROOT / "gunicorn.conf.py"),
                 "chatbot_sse.main:app",
             ]
-        if self.ours:  # as `chatbot-sse serve` runs it: httptools, with the request deadline
-            http = ["--http", "chatbot_sse.request_deadline:RequestDeadlineProtocol"]
-            return [*UVICORN, *http, "--port", str(port), "chatbot_sse.main:app"]
-        return [*UVICORN, "--port", str(port), f"bench.peers.{self.name}:app"]
+        base = [*UVICORN, "--loop", loop, "--port", str(port)]
+        if self.ours:  # as `chatbot-sse serve` runs it: with the request deadline
+            return [*base, "--http", ours_http, "chatbot_sse.main:app"]
+        return [*base, "--http", http, f"bench.peers.{self.name}:app"]
 
     def env(self, port: int, pace: float, workdir: Path) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
@@ -169,15 +178,18 @@ def _wait_ready(server: Server, timeout: float) -> None:
 
 
 @contextlib.contextmanager
-def start(spec: Spec, pace: float = 0.0, timeout: float = 30.0) -> Iterator[Server]:
-    """Start `spec`, wait until it accepts connections, sample its memory, stop it after."""
+def start(
+    spec: Spec, pace: float = 0.0, timeout: float = 30.0, stack: str = "uvloop"
+) -> Iterator[Server]:
+    """Start `spec` on `stack`, wait until it accepts connections, sample its memory, stop it
+    after."""
     with tempfile.TemporaryDirectory(prefix=f"bench-{spec.name}-") as tmp:
         workdir = Path(tmp)
         port = free_port()
         log_path = workdir / "server.log"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(  # noqa: S603 - our own interpreter and scripts
-                spec.command(port),
+                spec.command(port, stack),
                 cwd=ROOT,
                 env=spec.env(port, pace, workdir),
                 stdout=log,

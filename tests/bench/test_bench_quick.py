@@ -83,3 +83,46 @@ def test_numbers_are_sane(results: dict[str, object]) -> None:
     machine = results["machine"]
     assert machine["nproc"] >= 1  # type: ignore[index]
     assert machine["python"]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("stack", "loop", "http", "ours"),
+    [
+        ("uvloop", "uvloop", "httptools", "RequestDeadlineProtocol"),
+        ("asyncio", "asyncio", "h11", "H11DeadlineProtocol"),
+    ],
+)
+def test_every_server_runs_on_the_chosen_stack(stack: str, loop: str, http: str, ours: str) -> None:
+    from bench.servers import SPECS
+
+    def option(argv: list[str], name: str) -> str:
+        return argv[argv.index(name) + 1]
+
+    for spec in SPECS:
+        if spec.gunicorn:
+            continue  # its worker class picks uvloop and httptools itself
+        argv = spec.command(8000, stack)
+        assert option(argv, "--loop") == loop
+        assert argv.count("--http") == 1
+        expected = f"chatbot_sse.request_deadline:{ours}" if spec.ours else http
+        assert option(argv, "--http") == expected
+
+
+def test_the_asyncio_stack_runs_end_to_end(tmp_path: Path) -> None:
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (make bench-install)")
+    out = tmp_path / "asyncio.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.run", "--quick", "--stack", "asyncio", "--drivers", "wrk",
+         "--servers", "bare_asgi,chatbot_sse", "--paced", "20", "--out", str(out)],
+        cwd=ROOT, capture_output=True, text=True, timeout=110, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["config"]["stack"] == "asyncio"
+    assert data["health"] == []
+    for name in ("bare_asgi", "chatbot_sse"):
+        server = data["servers"][name]
+        assert server["verify"]["problems"] == []
+        assert server["wrk"]["replies_per_s"] > 0
+        assert server["paced"]["complete"] == 20
