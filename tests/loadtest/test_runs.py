@@ -115,6 +115,32 @@ async def test_a_connection_idle_too_long_is_closed_not_reused(fake: Fake) -> No
     pool.close()
 
 
+async def test_a_connection_that_answers_twice_is_not_reused() -> None:
+    response = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+
+    async def answer_twice(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(response + response)  # one request, two responses, one read
+            await writer.drain()
+            await reader.read()  # until the client closes
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    server = await asyncio.start_server(answer_twice, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    async with server:
+        target = await Target.resolve(f"http://127.0.0.1:{port}")
+        pool = Pool()
+        request = build_request(target, "GET", "/", [], b"", keep_alive=True)
+        exchange, _ = await open_exchange(target, request, _Discard(), pool=pool)
+        assert await exchange.done is True  # the first response is the answer
+        assert not exchange.reusable
+        assert not pool.give(exchange)
+        assert pool.take() is None
+
+
 class _Discard:
     def on_head(self, status: int, headers: dict[str, str]) -> bool:
         return False

@@ -173,10 +173,16 @@ class Exchange(asyncio.Protocol):
         return "content-length" in h or "chunked" in h.get("transfer-encoding", "").lower()
 
     # httptools callbacks ----------------------------------------------------
+    def on_message_begin(self) -> None:
+        if self._complete:  # a second response to one request, in the same read: unfit
+            self.close()
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
+        if self._stopped:
+            return
         self.head_received = True
         if self._sink.on_head(self._parser.get_status_code(), self._headers):
             self.close()
