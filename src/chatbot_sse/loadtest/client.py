@@ -336,7 +336,7 @@ async def _resume(
     ]
     path = f"/conversations/{record.conversation_id}/stream"
     record.pings += turn.parser.comments
-    turn.parser = SSEParser()  # a new connection is a new event stream
+    turn.parser = SSEParser()  # a new response is a new event stream
     record.resumes += 1
     request = build_request(target, "GET", path, headers, b"", keep_alive=pool is not None)
     exchange, _ = await open_exchange(
