@@ -6,7 +6,9 @@ response held its reply's frames, its source and its tasks. At thousands of
 replies a second that garbage is what triggered the collections, and full
 collections walk every live object: a tenth of the server's CPU went there
 (docs/bench.md). The server runs here in its own process (`gcprobe`: the app
-plus endpoints that ask its collector), driven over real sockets.
+plus endpoints that ask its collector), driven over real sockets, once on each
+store that talks to something real: SQLite, and Redis (its client's errors
+and reconnections must not leave cycles either).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pytest
 
 from chatbot_sse.lifespan import GC_YOUNG_THRESHOLD
 from livesupport import BIN, PROTOCOLS, ROOT, ServerProcess, post_chat
+from redissupport import delete_prefix, require_redis, unique_prefix
 
 TESTS = Path(__file__).resolve().parent
 
@@ -36,12 +39,19 @@ class ProbeServer(ServerProcess):
         ]  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def probe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProbeServer]:
+@pytest.fixture(scope="module", params=["sqlite", "redis"])
+def probe(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[ProbeServer]:
     tmp = tmp_path_factory.mktemp("gcprobe")
+    if request.param == "redis":
+        redis_url, prefix = require_redis(), unique_prefix()
+        store_url = f"{redis_url}?prefix={prefix}"
+    else:
+        store_url = f"sqlite:///{tmp / 'chat.db'}"
     server = ProbeServer(
         {
-            "STORE_URL": f"sqlite:///{tmp / 'chat.db'}",
+            "STORE_URL": store_url,
             "RESPONSE_DELAY": "0",
             "TOKEN_DELAY": "0.01",
             "DISCONNECT_GRACE_SECONDS": "0.2",
@@ -55,6 +65,8 @@ def probe(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProbeServer]:
         assert post_chat(server.url, data={"message": "warm up"}).status == 200
     yield server
     server.stop()
+    if request.param == "redis":
+        delete_prefix(redis_url, prefix)
 
 
 def garbage_of(probe: ProbeServer, scenario: Callable[[], None]) -> dict[str, Any]:

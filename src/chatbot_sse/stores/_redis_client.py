@@ -13,6 +13,15 @@
 - `in_order(key)`: calls for one key run one at a time, in the order they were
   made. Pooled connections would otherwise let two appends to one conversation
   overtake each other.
+- A new connection sends only what every Redis answers: no `CLIENT
+  MAINT_NOTIFICATIONS` (redis-py 8 asks for it on RESP3 connections, for Redis
+  Cloud and Enterprise endpoints that move during planned maintenance; a moved
+  endpoint surfaces as a connection error, which the retry above handles) and
+  no `CLIENT SETINFO` (the library's name in `CLIENT LIST`; Redis 7.2+). Redis
+  7.0 answers both with errors, which redis-py swallows, but each left a
+  reference cycle of frames, tracebacks and exceptions behind (~16 objects per
+  connection, and connections are dialled again after every call a leaving
+  client cancels), and each cost a round trip per dial.
 """
 
 from __future__ import annotations
@@ -27,11 +36,14 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.maint_notifications import MaintNotificationsConfig
 
 from chatbot_sse.errors import StoreUnavailable
 from chatbot_sse.stores import _redis_layout as layout
 
 __all__ = ["RedisClient"]
+
+NO_MAINT_NOTIFICATIONS = MaintNotificationsConfig(enabled=False)
 
 SCRIPTS = {
     "create": layout.CREATE_CONVERSATION,
@@ -115,6 +127,8 @@ class RedisClient:
             socket_timeout=self.socket_timeout,
             health_check_interval=self.health_check_interval,
             retry=Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
+            maint_notifications_config=NO_MAINT_NOTIFICATIONS,
+            driver_info=None,  # no CLIENT SETINFO
         )
         client = Redis.from_pool(pool)
         try:
