@@ -51,7 +51,9 @@ def configure_logging(level: str, debug: bool) -> None:
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level)),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        # One write per line: `print` writes the record and its newline in two, and on a
+        # stderr that gunicorn's workers share another worker's line can land between them.
+        logger_factory=structlog.WriteLoggerFactory(sys.stderr),
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
