@@ -42,21 +42,23 @@ class WriterLock:
         Raises OSError if the lock file cannot be opened: a read-only or full
         directory, where SQLite could not write either.
         """
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        fcntl.flock(self._file(), fcntl.LOCK_EX)
         self._held = True
 
     def try_acquire(self) -> bool:
         """Take the lock if nobody holds it, without waiting: safe on the event loop."""
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
         try:
-            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._file(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             return False
         self._held = True
         return True
+
+    def _file(self) -> int:
+        """The lock file's descriptor, opened at the first use (after gunicorn's fork)."""
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        return self._fd
 
     def release(self) -> None:
         if self._held and self._fd is not None:
