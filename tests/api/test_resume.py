@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import threading
@@ -12,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from chatbot_sse.stores.base import ReplyEvents
+from chatbot_sse.stores.sqlite import SQLiteStore
 from livesupport import Event, ServerProcess, Stream, parse_sse
 
 
@@ -237,6 +240,56 @@ def test_resume_on_another_process_sharing_the_store(
     whole = assert_exact_reply(first, rest.events)
     assert wait_for_reply(b, cid)["content"] == whole
     assert 'chatbot_sse_resumes_total{source="log"} 1.0' in httpx.get(b.url + "/metrics").text
+
+
+def logged(db: Path, cid: str, reply_id: str) -> ReplyEvents:
+    """The reply's log as another process sees it: the shared SQLite file, read directly."""
+
+    async def read() -> ReplyEvents:
+        store = SQLiteStore(db)
+        await store.open()
+        try:
+            return await store.read_events(cid, reply_id)
+        finally:
+            await store.close()
+
+    return asyncio.run(read())
+
+
+def test_the_log_is_written_mid_reply_only_once_a_reader_elsewhere_follows(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """Frames nobody elsewhere reads stay in memory until the reply ends (one write, not one
+    every 0.1 s); a follower on another process gets the log mirrored, live, then all of it."""
+    db = tmp_path / "shared.db"
+    shared = f"sqlite:///{db}"
+    a = start_server(STORE_URL=shared, TOKEN_DELAY="0.05")
+    b = start_server(STORE_URL=shared, TOKEN_DELAY="0.05")
+    with open_chat(a, "Tell me a story") as sock:  # 160 chunks: 8 s
+        first = read_events_until(sock, 12)  # 0.55 s: five flush intervals
+        cid, reply_id = first[0].data["conversation_id"], first[0].data["message_id"]
+        before = logged(db, cid, reply_id)
+        assert before.exists
+        assert not before.finished
+        assert before.events == []
+
+        followed: list[Stream] = []
+        follower = threading.Thread(target=lambda: followed.append(resume(b, cid, first[-1].id)))
+        follower.start()
+        deadline = time.monotonic() + 5
+        while not (during := logged(db, cid, reply_id)).events and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert not during.finished, "the log was written only at the end"
+        assert [seq for seq, _ in during.events] == list(range(len(during.events)))
+        follower.join(30)
+        rest = followed[0]
+        assert rest.status == 200
+        whole = assert_exact_reply(first, rest.events)
+
+    after = logged(db, cid, reply_id)
+    assert after.finished
+    assert [seq for seq, _ in after.events] == list(range(162))  # connected, 160, completed
+    assert wait_for_reply(a, cid)["content"] == whole
 
 
 def test_cancel_through_another_process_stops_the_generating_one(
