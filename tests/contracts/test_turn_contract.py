@@ -7,6 +7,8 @@ it or (for SQLite, in one transaction) none of it.
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from chatbot_sse.domain import Message, MessageStatus, Role, new_conversation_id, new_message_id
@@ -187,3 +189,27 @@ async def test_batched_heartbeats_and_controls(store: Store) -> None:
         assert old is None or new.writer_seen_at >= old
     assert controls[2].writer_seen_at is None
     assert await store.reply_controls([]) == []
+
+
+async def test_controls_of_every_reply_in_flight_in_their_order(store: Store) -> None:
+    """The flusher asks for all replies at once: more than one SQL statement's worth here."""
+    turns = [(new_conversation_id(), new_message_id()) for _ in range(450)]
+    await asyncio.gather(
+        *(
+            store.begin_turn(user(cid, "q"), rid, create=True, owner=None, history_limit=1)
+            for cid, rid in turns
+        )
+    )
+    followed, cancelled = turns[7], turns[440]
+    await store.mark_reader(*followed)
+    await store.request_cancel(*cancelled)
+    unknown = (new_conversation_id(), new_message_id())
+    asked = [unknown, *reversed(turns)]
+    controls = await store.reply_controls(asked)
+    assert len(controls) == len(asked)
+    readers = {key for key, c in zip(asked, controls, strict=True) if c.reader_seen_at is not None}
+    cancels = {key for key, c in zip(asked, controls, strict=True) if c.cancel_requested}
+    assert readers == {followed}
+    assert cancels == {cancelled}
+    assert controls[0].writer_seen_at is None
+    assert all(c.writer_seen_at is not None for c in controls[1:])

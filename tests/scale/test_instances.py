@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Callable
 
 import httpx
 
-from livesupport import ServerProcess, parse_sse, post_chat
+from livesupport import Event, ServerProcess, parse_sse, post_chat
 from scalesupport import assert_exact_reply, history, metric, read_then_cut, wait_for_history
 
 
@@ -126,3 +127,46 @@ def test_cancel_through_one_instance_stops_the_other(
     assert reply["content"] == "".join(e.data["content"] for e in events if e.event == "message")
     assert metric(a.url, 'chatbot_sse_generations_cancelled_total{reason="cancelled"}') == 1
     assert httpx.post(f"{b.url}/conversations/{cid}/cancel").json()["status"] == "finished"
+
+
+def test_hundreds_of_replies_at_once_on_redis_and_a_cancel_among_them(
+    instances: Callable[..., list[ServerProcess]],
+) -> None:
+    """300 concurrent chats on one instance: every one is stored and streamed (each call to
+    Redis needs a connection: redis-py 8's pool refused the 101st), and a cancel through the
+    other instance still reaches one of them (the controls of all 300 are read in one go)."""
+    a, b = instances(TOKEN_DELAY="0.05")
+    count = 300
+
+    async def chat(client: httpx.AsyncClient, started: asyncio.Queue[str]) -> list[Event]:
+        raw = b""
+        async with client.stream("POST", "/chat", data={"message": "Tell me a story"}) as reply:
+            if reply.status_code != 200:
+                started.put_nowait(f"status {reply.status_code}: {(await reply.aread())[:300]!r}")
+            async for chunk in reply.aiter_raw():
+                if not raw and chunk:
+                    started.put_nowait(chunk.decode())
+                raw += chunk
+        return parse_sse(raw)[0]
+
+    async def run() -> tuple[list[list[Event]], str]:
+        limits = httpx.Limits(max_connections=count)
+        async with httpx.AsyncClient(base_url=a.url, timeout=60, limits=limits) as client:
+            started: asyncio.Queue[str] = asyncio.Queue()
+            replies = [asyncio.ensure_future(chat(client, started)) for _ in range(count)]
+            for _ in range(count):
+                first = await asyncio.wait_for(started.get(), 30)
+                assert not first.startswith("status "), first
+            connected = parse_sse(first[: first.index("\n\n") + 2].encode())[0][0]
+            cid = str(connected.data["conversation_id"])
+            async with httpx.AsyncClient(base_url=b.url) as other:
+                answer = await other.post(f"/conversations/{cid}/cancel")
+            assert answer.json()["status"] == "cancelling", answer.text
+            return list(await asyncio.gather(*replies)), cid
+
+    streams, cancelled = asyncio.run(run())
+    ends = [(str(s[0].data["conversation_id"]), s[-1].event) for s in streams]
+    assert sorted(end for cid, end in ends if cid != cancelled) == ["completed"] * (count - 1)
+    assert [end for cid, end in ends if cid == cancelled] == ["error"]
+    assert "store_unavailable" not in a.log()
+    assert metric(a.url, 'chatbot_sse_generations_cancelled_total{reason="cancelled"}') == 1

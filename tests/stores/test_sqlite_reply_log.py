@@ -146,6 +146,32 @@ def test_continuations_are_appended_without_a_statement_per_reply(db_path: Path)
             assert [seq for seq, _ in kept] == ([0, 1] if n == 49 else [0, 1, 2, 3])
 
 
+def test_controls_look_each_reply_up_in_a_statement_per_few_hundred(db_path: Path) -> None:
+    """The flusher reads the controls of every reply in flight every half second: a statement
+    per few hundred, each looking its keys up in the unique index, never scanning `replies`
+    (which holds every reply of the retention window); an expired one reads as unknown."""
+    now = time.time()
+    with contextlib.closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
+        prepare(conn, db_path, 1000)
+        keys = [(new_conversation_id(), new_message_id()) for _ in range(900)]
+        for key in keys:
+            replies_log.enter(conn, key, now, 300, sweep=False)
+        old = (new_conversation_id(), new_message_id())
+        replies_log.enter(conn, old, now - ABANDONED_AFTER - 1, 300, sweep=False)
+        replies_log.set_reader(conn, keys[450], now)
+        statements: list[str] = []
+        conn.set_trace_callback(statements.append)
+        controls = replies_log.controls(conn, [*keys, old], now, 300)
+        conn.set_trace_callback(None)
+        assert len(statements) == 3  # 901 keys, 400 per statement
+        plan = " ".join(row[3] for row in conn.execute("EXPLAIN QUERY PLAN " + statements[0], []))
+        assert "SCAN replies" not in plan
+        assert "SEARCH replies USING INDEX" in plan
+    assert [n for n, c in enumerate(controls) if c.reader_seen_at is not None] == [450]
+    assert all(c.writer_seen_at is not None for c in controls[:900])
+    assert controls[900].writer_seen_at is None
+
+
 def test_entering_a_known_reply_keeps_it_unless_it_expired(db_path: Path) -> None:
     """`enter` is one insert for a new reply; for a known one it is `append` with no events:
     a kept reply stays as it is, an expired one not yet pruned starts afresh."""

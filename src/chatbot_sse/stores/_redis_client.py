@@ -10,6 +10,8 @@
   failing with a connection error is retried once on a fresh connection (a
   pooled one goes stale when Redis restarts); timeouts are not retried, since
   the command may have run.
+- At most `MAX_CONNECTIONS` connections: beyond, a call waits for one to be
+  free (a blocking pool) rather than failing.
 - `in_order(key)`: calls for one key run one at a time, in the order they were
   made. Pooled connections would otherwise let two appends to one conversation
   overtake each other.
@@ -31,7 +33,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -44,6 +46,11 @@ from chatbot_sse.stores import _redis_layout as layout
 __all__ = ["RedisClient"]
 
 NO_MAINT_NOTIFICATIONS = MaintNotificationsConfig(enabled=False)
+MAX_CONNECTIONS = 1000
+"""Connections per process unless the URL says `?max_connections=`: every call under way holds
+one (a follower's blocking read too), and a call finding none free waits for one, for up to
+`socket_timeout`. redis-py 8's own pool refuses call 101 at once ("Too many connections"):
+500 concurrent chats got 400 503s."""
 
 SCRIPTS = {
     "create": layout.CREATE_CONVERSATION,
@@ -121,8 +128,10 @@ class RedisClient:
             raise self.unavailable("closed")
         if self._client is not None:
             return
-        pool: ConnectionPool = ConnectionPool.from_url(
+        pool = BlockingConnectionPool.from_url(
             self.url,
+            max_connections=MAX_CONNECTIONS,  # a `max_connections` in the URL wins
+            timeout=self.socket_timeout,  # waiting for a free connection, then StoreUnavailable
             socket_connect_timeout=self.connect_timeout,
             socket_timeout=self.socket_timeout,
             health_check_interval=self.health_check_interval,

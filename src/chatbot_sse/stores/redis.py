@@ -32,6 +32,9 @@ from chatbot_sse.stores.base import IdempotencyRecord, LogAppend, ReplyControl, 
 
 __all__ = ["RedisStore", "from_url"]
 
+PIPELINE_CHUNK = 500  # commands per pipeline of the batched heartbeats and control reads
+CONTROL_FIELDS = ["cancel", "reader", "writer"]
+
 
 def _ms(seconds: float) -> int:
     return max(1, round(seconds * 1000))
@@ -248,17 +251,13 @@ class RedisStore:
     async def reply_control(self, conversation_id: str, reply_id: str) -> ReplyControl:
         key = self._keys(conversation_id).control(reply_id)
         async with self._redis.use() as client:
-            cancel, reader, writer = await client.hmget(key, ["cancel", "reader", "writer"])
-        return ReplyControl(
-            cancel is not None,
-            None if reader is None else float(reader),
-            None if writer is None else float(writer),
-        )
+            return _control(*await client.hmget(key, CONTROL_FIELDS))
 
     # --- guards ----------------------------------------------------------------------------
 
-    # The batched log calls: one script call per reply, sent concurrently (the connection
-    # pool pipelines them); replies are independent, and each keeps its own order.
+    # The batched log calls. Appends: one script call per reply, sent concurrently, each on a
+    # connection of its own (a reply's appends keep their order through `in_order`). Heartbeats
+    # and controls: pipelines of `PIPELINE_CHUNK` commands, one round trip each.
     async def append_many(self, appends: Sequence[LogAppend]) -> None:
         await asyncio.gather(
             *(
@@ -268,10 +267,24 @@ class RedisStore:
         )
 
     async def mark_writers(self, replies: Sequence[tuple[str, str]]) -> None:
-        await asyncio.gather(*(self.mark_writer(c, r) for c, r in replies))
+        now = repr(time.time())
+        for start in range(0, len(replies), PIPELINE_CHUNK):
+            async with self._redis.use() as client, client.pipeline(transaction=False) as pipe:
+                script = self._redis.scripts["control"]
+                for conversation_id, reply_id in replies[start : start + PIPELINE_CHUNK]:
+                    key = self._keys(conversation_id).control(reply_id)
+                    await script(keys=[key], args=["writer", now], client=pipe)
+                await pipe.execute()
 
     async def reply_controls(self, replies: Sequence[tuple[str, str]]) -> list[ReplyControl]:
-        return list(await asyncio.gather(*(self.reply_control(c, r) for c, r in replies)))
+        controls: list[ReplyControl] = []
+        for start in range(0, len(replies), PIPELINE_CHUNK):
+            async with self._redis.use() as client, client.pipeline(transaction=False) as pipe:
+                for conversation_id, reply_id in replies[start : start + PIPELINE_CHUNK]:
+                    pipe.hmget(self._keys(conversation_id).control(reply_id), CONTROL_FIELDS)
+                rows = await pipe.execute()
+            controls += (_control(*row) for row in rows)
+        return controls
 
     async def hit(self, key: str, window_seconds: float, limit: int) -> tuple[bool, float]:
         counter = layout.guard_key(self.prefix, "rate", key)
@@ -332,4 +345,13 @@ def from_url(
         prefix=prefixes[0] if prefixes else "chatbot",
         event_retention=event_retention,
         conversation_ttl=conversation_ttl,
+    )
+
+
+def _control(cancel: Any, reader: Any, writer: Any) -> ReplyControl:
+    """A reply's control hash, as `HMGET ... cancel reader writer` gives it."""
+    return ReplyControl(
+        cancel is not None,
+        None if reader is None else float(reader),
+        None if writer is None else float(writer),
     )

@@ -383,8 +383,7 @@ class SQLiteStore:
         retention = self.event_retention
 
         def read_all(conn: sqlite3.Connection) -> list[ReplyControl]:
-            now = time.time()
-            return [replies.control(conn, k, now, retention) for k in keys]
+            return replies.controls(conn, keys, time.time(), retention)
 
         return await self._read(read_all) if keys else []
 
