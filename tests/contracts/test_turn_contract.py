@@ -118,6 +118,21 @@ async def test_finish_turn_stores_the_reply_and_ends_its_log(store: Store) -> No
     assert len((await store.read_events(cid, rid)).events) == 3
 
 
+async def test_finish_turn_refused_stores_neither_the_reply_nor_the_end(store: Store) -> None:
+    """All or nothing: a reply the store refuses (its id is taken) leaves the log open, so
+    the turn can still end it with an `error` event."""
+    cid, rid = new_conversation_id(), new_message_id()
+    question = user(cid, "hi")
+    await store.begin_turn(question, rid, create=True, owner=None, history_limit=5)
+    clash = reply_to(cid, question.id, "hello there")
+    with pytest.raises(ValueError, match="already exists"):
+        await store.finish_turn(clash, [(0, frame(rid, 0)), (1, frame(rid, 1))])
+    assert await store.history(cid) == [question]
+    logged = await store.read_events(cid, rid)
+    assert not logged.finished
+    assert logged.events == []
+
+
 async def test_append_many_appends_to_each_reply(store: Store) -> None:
     turns = []
     for _ in range(3):

@@ -56,6 +56,8 @@ SCRIPTS = {
     "create": layout.CREATE_CONVERSATION,
     "message": layout.APPEND_MESSAGE,
     "events": layout.APPEND_EVENTS,
+    "begin": layout.BEGIN_TURN,
+    "finish": layout.FINISH_TURN,
     "control": layout.SET_CONTROL,
     "hit": layout.HIT,
     "acquire": layout.ACQUIRE_SLOT,

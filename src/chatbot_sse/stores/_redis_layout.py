@@ -44,7 +44,9 @@ __all__ = [
     "ACQUIRE_SLOT",
     "APPEND_EVENTS",
     "APPEND_MESSAGE",
+    "BEGIN_TURN",
     "CREATE_CONVERSATION",
+    "FINISH_TURN",
     "HIT",
     "REMEMBER",
     "SET_CONTROL",
@@ -70,6 +72,10 @@ class Keys:
         self.msgs = f"{self.base}:msgs"
         self.ids = f"{self.base}:ids"
         self.latest = f"{self.base}:latest"
+
+    def turn(self) -> list[str]:
+        """The keys of `APPEND_MESSAGE`, which every turn script starts with."""
+        return [self.conv, self.msgs, self.ids, self.latest]
 
     def events(self, reply_id: str) -> str:
         return f"{self.base}:reply:{reply_id}:events"
@@ -176,6 +182,57 @@ redis.call('PEXPIRE', KEYS[1], ttl)
 redis.call('PEXPIRE', KEYS[2], ttl)
 return 1
 """
+
+# A turn's two writes, each one script (one round trip, atomic on the server) made of the
+# scripts above as local functions: KEYS and ARGV are their parameters.
+_TURN_FUNCTIONS = f"""
+local function create(KEYS, ARGV) {CREATE_CONVERSATION} end
+local function append_message(KEYS, ARGV) {APPEND_MESSAGE} end
+local function append_events(KEYS, ARGV) {APPEND_EVENTS} end
+"""
+
+BEGIN_TURN = (
+    _TURN_FUNCTIONS
+    + """
+-- KEYS: conv, msgs, ids, latest, events, ctl. ARGV: create (1|0), created_at, conversation
+-- ttl ms, owner, check the owner (1|0), message id, encoded message, reply id, in-flight ttl
+-- ms, retention ms, history limit. Returns {0, the newest `limit` messages unless created},
+-- or {1}: no such conversation (or another owner's), {2}: duplicate message id, {3}: exists.
+if ARGV[1] == '1' then
+  if create({KEYS[1]}, {ARGV[2], ARGV[3], ARGV[4]}) == 0 then return {3} end
+else
+  local found = redis.call('HMGET', KEYS[1], 'created_at', 'owner')
+  if not found[1] or (ARGV[5] == '1' and (found[2] or '') ~= ARGV[4]) then return {1} end
+end
+local appended = append_message({KEYS[1], KEYS[2], KEYS[3], KEYS[4]}, {ARGV[6], ARGV[7], ARGV[3]})
+if appended ~= 0 then return {appended} end
+append_events({KEYS[5], KEYS[6], KEYS[4]}, {ARGV[8], '0', ARGV[9], ARGV[10], ARGV[3]})
+local out = {0}
+local limit = tonumber(ARGV[11])
+if ARGV[1] == '0' and limit > 0 then
+  for _, message in ipairs(redis.call('LRANGE', KEYS[2], -limit, -1)) do
+    out[#out + 1] = message
+  end
+end
+return out
+"""
+)
+
+FINISH_TURN = (
+    _TURN_FUNCTIONS
+    + """
+-- KEYS: conv, msgs, ids, latest, events, ctl. ARGV: message id, encoded message, conversation
+-- ttl ms, reply id, in-flight ttl ms, retention ms, then seq, frame, seq, frame...
+-- The reply, then its last events with the log marked finished: both, or (the message
+-- refused: 1 no such conversation, 2 duplicate id) neither. 0 when stored.
+local appended = append_message({KEYS[1], KEYS[2], KEYS[3], KEYS[4]}, {ARGV[1], ARGV[2], ARGV[3]})
+if appended ~= 0 then return appended end
+local events = {ARGV[4], '1', ARGV[5], ARGV[6], ARGV[3]}
+for i = 7, #ARGV do events[#events + 1] = ARGV[i] end
+append_events({KEYS[5], KEYS[6], KEYS[4]}, events)
+return 0
+"""
+)
 
 SET_CONTROL = """
 -- KEYS: ctl. ARGV: field, value. Only for a reply that is kept: never resurrects one.

@@ -1,12 +1,10 @@
 """Composite store calls (`begin_turn`, `finish_turn`, the batched log calls) made of a
 store's single-purpose calls.
 
-For backends where each call is already cheap and the composition needs no
-transaction to be correct: the memory store (nothing awaits in between, so the
-steps cannot interleave with another task's) and Redis (each step is atomic on
-the server; a turn that fails half way leaves what a failed request always
-could: a user message without a reply, which history shows as such). SQLite
-does both in one group-committed transaction instead (`_sqlite_turns`).
+For the memory store, where each call is already cheap and the composition needs no
+transaction to be correct: nothing awaits in between, so the steps cannot interleave
+with another task's. SQLite does a turn's writes in one group-committed transaction
+(`_sqlite_turns`), Redis in one script each (`_redis_layout.BEGIN_TURN`, `FINISH_TURN`).
 """
 
 from __future__ import annotations

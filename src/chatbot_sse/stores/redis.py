@@ -25,7 +25,6 @@ from redis.asyncio.connection import parse_url
 from chatbot_sse.domain import Conversation, Message
 from chatbot_sse.errors import ConversationNotFound
 from chatbot_sse.stores import _redis_layout as layout
-from chatbot_sse.stores import _turns
 from chatbot_sse.stores._redis_client import RedisClient
 from chatbot_sse.stores._retention import ABANDONED_AFTER, check_retention
 from chatbot_sse.stores.base import IdempotencyRecord, LogAppend, ReplyControl, ReplyEvents
@@ -132,13 +131,9 @@ class RedisStore:
         keys = self._keys(message.conversation_id)
         async with self._redis.use(), self._redis.in_order(keys.base):
             outcome = await self._redis.scripts["message"](
-                keys=[keys.conv, keys.msgs, keys.ids, keys.latest],
-                args=[message.id, encoded, self._conversation_ttl_ms],
+                keys=keys.turn(), args=[message.id, encoded, self._conversation_ttl_ms]
             )
-        if outcome == 1:
-            raise ConversationNotFound(f"conversation {message.conversation_id!r} not found")
-        if outcome == 2:
-            raise ValueError(f"message {message.id!r} already exists")
+        _raise_for(outcome, message.conversation_id, message.id)
 
     async def history(self, conversation_id: str, limit: int | None = None) -> list[Message]:
         if limit is not None and limit < 0:
@@ -160,12 +155,52 @@ class RedisStore:
         owner: str | None,
         history_limit: int,
     ) -> list[Message]:
-        return await _turns.begin_turn(
-            self, message, reply_id, create=create, owner=owner, history_limit=history_limit
-        )
+        """One script: the conversation created (or checked), the message, the reply's entry."""
+        conversation_id = message.conversation_id
+        keys = self._keys(conversation_id)
+        args = [
+            1 if create else 0,
+            repr(message.created_at),
+            self._conversation_ttl_ms,
+            owner or "",
+            0 if owner is None else 1,
+            message.id,
+            layout.encode_message(message),
+            reply_id,
+            _ms(ABANDONED_AFTER),
+            _ms(self.event_retention),
+            max(0, history_limit),
+        ]
+        turn_keys = [*keys.turn(), keys.events(reply_id), keys.control(reply_id)]
+        async with self._redis.use(), self._redis.in_order(keys.base):
+            code, *history = await self._redis.scripts["begin"](keys=turn_keys, args=args)
+        _raise_for(code, conversation_id, message.id)
+        if create:  # nothing before it: nothing read
+            return [message] if history_limit > 0 else []
+        return [layout.decode_message(conversation_id, raw) for raw in history]
 
     async def finish_turn(self, reply: Message, events: Sequence[tuple[int, bytes]]) -> None:
-        await _turns.finish_turn(self, reply, events)
+        """One script: the reply and its last events, the log marked finished; both or neither."""
+        keys = self._keys(reply.conversation_id)
+        events_key = keys.events(reply.id)
+        args: list[Any] = [
+            reply.id,
+            layout.encode_message(reply),
+            self._conversation_ttl_ms,
+            reply.id,
+            _ms(ABANDONED_AFTER),
+            _ms(self.event_retention),
+        ]
+        for seq, frame in events:
+            args += (seq, frame)
+        turn_keys = [*keys.turn(), events_key, keys.control(reply.id)]
+        async with (
+            self._redis.use(),
+            self._redis.in_order(keys.base),
+            self._redis.in_order(events_key),
+        ):
+            code = await self._redis.scripts["finish"](keys=turn_keys, args=args)
+        _raise_for(code, reply.conversation_id, reply.id)
 
     async def append_events(
         self,
@@ -355,3 +390,13 @@ def _control(cancel: Any, reader: Any, writer: Any) -> ReplyControl:
         None if reader is None else float(reader),
         None if writer is None else float(writer),
     )
+
+
+def _raise_for(code: int, conversation_id: str, message_id: str) -> None:
+    """The error a turn script's code stands for (0: none)."""
+    if code == 1:
+        raise ConversationNotFound(f"conversation {conversation_id!r} not found")
+    if code == 2:
+        raise ValueError(f"message {message_id!r} already exists")
+    if code == 3:
+        raise ValueError(f"conversation {conversation_id!r} already exists")
