@@ -66,6 +66,46 @@ def ratios(servers: dict[str, dict[str, Any]]) -> dict[str, dict[str, float | No
     }
 
 
+def round_ratios(rounds: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """chatbot-sse's wrk replies/s over the floor's and sse-starlette's, round by round.
+
+    A diagnostic beside the targets (which take each server's median round): the servers of
+    one round run minutes apart, those of different rounds up to ten, and on a shared
+    machine the speed of everything drifts meanwhile (20-30 % within one run seen here).
+    A ratio within a round cancels what drifts slower than a round.
+    """
+
+    def per_round(other: str) -> list[float | None]:
+        pairs = zip(rounds.get(OURS, []), rounds.get(other, []), strict=False)
+        return [
+            _ratio(_get(ours, "wrk", "replies_per_s"), _get(peer, "wrk", "replies_per_s"))
+            for ours, peer in pairs
+        ]
+
+    out: dict[str, Any] = {}
+    for key, other in (("floor", FLOOR), ("sse_starlette", SSE_STARLETTE)):
+        values = per_round(other)
+        known = sorted(v for v in values if v is not None)
+        median = known[(len(known) - 1) // 2] if known else None
+        out[key] = {"rounds": values, "median": median}
+    return out
+
+
+def round_ratios_line(results: dict[str, Any]) -> str | None:
+    """One sentence for the tables, or None when the run had one round or no such servers."""
+    rr = results.get("round_ratios") or {}
+    parts = []
+    for key, label in (("floor", "the floor"), ("sse_starlette", "sse-starlette")):
+        entry = rr.get(key) or {}
+        values = [v for v in entry.get("rounds", []) if v is not None]
+        if len(values) > 1 and entry.get("median") is not None:
+            listed = ", ".join(f"{v:.2f}" for v in values)
+            parts.append(f"over {label} {listed} (median {entry['median']:.2f}x)")
+    if not parts:
+        return None
+    return "chatbot-sse's wrk replies/s round by round, " + "; ".join(parts) + "."
+
+
 def _target(name: str, value: float | None, op: str, limit: float) -> dict[str, Any]:
     passed = value is not None and (value >= limit if op == ">=" else value <= limit)
     return {"target": name, "value": value, "op": op, "limit": limit, "passed": passed}
@@ -232,6 +272,9 @@ def print_report(results: dict[str, Any], console: Console | None = None) -> Non
     console = console or Console(width=200)
     for table in tables(results):
         console.print(table)
+    line = round_ratios_line(results)
+    if line is not None:
+        console.print(line)
     for problem in results["health"]:
         console.print(f"[red]broken:[/red] {problem}")
 
@@ -287,6 +330,9 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| {t['target']} | {value} | {t['op']} {t['limit']} | {'pass' if t['passed'] else 'FAIL'} |"
         )
+    line = round_ratios_line(results)
+    if line is not None:
+        lines += ["", line]
     for problem in results["health"]:
         lines.append(f"\nbroken: {problem}")
     return "\n".join(lines) + "\n"

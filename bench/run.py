@@ -238,6 +238,7 @@ async def run(cfg: argparse.Namespace) -> dict[str, Any]:
                 )
     results["elapsed_s"] = time.monotonic() - started
     results["ratios"] = report.ratios(results["servers"])
+    results["round_ratios"] = report.round_ratios(rounds)
     results["targets"] = report.targets(results["servers"])
     results["health"] = report.health(results["servers"])
     results["targets_passed"] = all(t["passed"] for t in results["targets"])
