@@ -312,3 +312,42 @@ def test_a_sweep_reads_only_what_expired(db_path: Path) -> None:
     assert "replies_finished" in details
     assert "replies_unfinished" in details
     assert "SCAN replies" not in details
+
+
+async def test_followers_of_another_process_are_polled_together(tmp_path: Path) -> None:
+    """Readers waiting for another process's appends cost one statement per poll between them,
+    not one each; only the one whose reply moved is woken, with its event."""
+    db = tmp_path / "shared.db"
+    writer, follower = SQLiteStore(db), SQLiteStore(db)  # two objects: as two processes
+    await writer.open()
+    await follower.open()
+    waits: list[asyncio.Future[ReplyEvents]] = []
+    try:
+        turns = [(new_conversation_id(), new_message_id()) for _ in range(40)]
+        for cid, rid in turns:
+            user = Message(new_message_id(), cid, Role.USER, "q", time.time())
+            await writer.begin_turn(user, rid, create=True, owner=None, history_limit=0)
+        statements: list[str] = []
+        await follower._reader.run(lambda conn: conn.set_trace_callback(statements.append))
+        waits += [
+            asyncio.ensure_future(follower.read_events(cid, rid, after_seq=-1, wait=5))
+            for cid, rid in turns
+        ]
+        await asyncio.sleep(0.5)  # 20 polls of POLL_INTERVAL
+        assert not any(w.done() for w in waits)
+        reads = [s for s in statements if s.startswith("SELECT id, last_seq")]
+        polls = [s for s in statements if s.startswith("WITH wanted")]
+        assert len(reads) == len(turns)  # each read once, on arrival
+        assert 5 <= len(polls) <= 25
+        cid, rid = turns[17]
+        await writer.append_events(cid, rid, [(0, b"event: connected\ndata: {}\n\n")])
+        woken = await asyncio.wait_for(waits[17], 2)
+        assert woken.events == [(0, b"event: connected\ndata: {}\n\n")]
+        await asyncio.sleep(0.1)
+        assert [n for n, w in enumerate(waits) if w.done()] == [17]
+    finally:
+        for w in waits:
+            w.cancel()
+        await asyncio.gather(*waits, return_exceptions=True)
+        await follower.close()
+        await writer.close()

@@ -22,6 +22,7 @@ from __future__ import annotations
 import contextlib
 import sqlite3
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 from chatbot_sse.stores._retention import ABANDONED_AFTER
 from chatbot_sse.stores.base import LogAppend, ReplyControl, ReplyEvents
@@ -334,18 +335,33 @@ def set_writers(conn: sqlite3.Connection, keys: Sequence[tuple[str, str]], now: 
     )
 
 
-CONTROLS_PER_STATEMENT = 400  # two parameters each: under the 999 of older SQLite builds
+KEYS_PER_STATEMENT = 400  # two parameters each: under the 999 of older SQLite builds
 
 
-def _controls_sql(count: int) -> str:
-    """A CROSS JOIN from `count` keys: SQLite looks each one up in the unique index (an
-    `IN (VALUES ...)` of row values scans the whole table)."""
+def _by_keys_sql(columns: str, count: int) -> str:
+    """`columns` of the kept replies among `count` keys, each looked up in the unique index:
+    a CROSS JOIN from the keys (an `IN (VALUES ...)` of row values scans the whole table)."""
     wanted = ", ".join(["(?, ?)"] * count)
     return (
         f"WITH wanted (c, r) AS (VALUES {wanted})"  # noqa: S608 - placeholders and constants
-        " SELECT c, r, cancel_requested, reader_seen_at, updated_at FROM wanted"
+        f" SELECT c, r, {columns} FROM wanted"
         f" CROSS JOIN replies ON conversation_id = c AND reply_id = r WHERE NOT {EXPIRED}"
     )
+
+
+def _by_keys(
+    conn: sqlite3.Connection,
+    columns: str,
+    keys: Sequence[tuple[str, str]],
+    now: float,
+    retention: float,
+) -> Iterator[tuple[Any, ...]]:
+    """The rows of `_by_keys_sql`, a statement per `KEYS_PER_STATEMENT` keys."""
+    limits = _limits(now, retention)
+    for start in range(0, len(keys), KEYS_PER_STATEMENT):
+        chunk = keys[start : start + KEYS_PER_STATEMENT]
+        params = (*(part for key in chunk for part in key), *limits)
+        yield from conn.execute(_by_keys_sql(columns, len(chunk)), params)
 
 
 def controls(
@@ -354,17 +370,25 @@ def controls(
     """`control` of many replies, in their order, with a statement per few hundred: the
     flusher asks for every reply in flight, and a statement each was 10 ms per 1,000 on
     the reader's thread, which had to win the GIL back from the busy loop every time."""
-    found: dict[tuple[str, str], ReplyControl] = {}
-    limits = _limits(now, retention)
-    for start in range(0, len(keys), CONTROLS_PER_STATEMENT):
-        chunk = keys[start : start + CONTROLS_PER_STATEMENT]
-        rows = conn.execute(
-            _controls_sql(len(chunk)), (*(part for key in chunk for part in key), *limits)
-        )
-        for cid, rid, cancel, reader, writer in rows:
-            found[cid, rid] = ReplyControl(bool(cancel), reader, writer)
+    columns = "cancel_requested, reader_seen_at, updated_at"
+    found = {
+        (cid, rid): ReplyControl(bool(cancel), reader, writer)
+        for cid, rid, cancel, reader, writer in _by_keys(conn, columns, keys, now, retention)
+    }
     missing = ReplyControl(cancel_requested=False, reader_seen_at=None)
     return [found.get(key, missing) for key in keys]
+
+
+def progress(
+    conn: sqlite3.Connection, keys: Sequence[tuple[str, str]], now: float, retention: float
+) -> dict[tuple[str, str], tuple[int, bool]]:
+    """The last seq in the log and whether it finished, of each kept reply among `keys`
+    (one that is not kept is left out): what followers of other processes' replies poll."""
+    columns = "last_seq, finished_at IS NOT NULL"
+    return {
+        (cid, rid): (last_seq, bool(finished))
+        for cid, rid, last_seq, finished in _by_keys(conn, columns, keys, now, retention)
+    }
 
 
 def control(

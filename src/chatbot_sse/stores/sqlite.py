@@ -27,9 +27,10 @@ Durability and sharing between processes:
   never reused, the order `history()` returns.
 
 The reply log (`_sqlite_replies`) lives in the same file, so every worker sees
-every reply. A reader waiting for new events polls every `POLL_INTERVAL` with
-an `asyncio` sleep between reads, never holding the store's thread; an append
-through the same store object wakes it at once.
+every reply. Readers waiting for another process's events (`read_events` with
+a `wait`) are polled for together every `POLL_INTERVAL`, one statement for all
+of them, and each reads only once its reply has moved (`_sqlite_follow`); an
+append through the same store object polls at once.
 
 Driver errors (locked, read-only, disk full, corrupt, closed) surface as
 `StoreUnavailable`; integrity errors become `ConversationNotFound` or
@@ -39,7 +40,6 @@ Driver errors (locked, read-only, disk full, corrupt, closed) surface as
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import sqlite3
 import time
@@ -56,6 +56,7 @@ from chatbot_sse.stores import _sqlite_replies as replies
 from chatbot_sse.stores import _sqlite_turns as turns
 from chatbot_sse.stores._retention import PRUNE_EVERY, check_retention
 from chatbot_sse.stores._sqlite_batch import GroupCommit
+from chatbot_sse.stores._sqlite_follow import LogWatch, Progress
 from chatbot_sse.stores._sqlite_reader import ReadConnection
 from chatbot_sse.stores._sqlite_sql import (
     SCHEMA_VERSION,
@@ -100,7 +101,7 @@ class SQLiteStore:
         self._closed = False
         self._appends = 0
         self._guard_calls = 0
-        self._changed: asyncio.Event | None = None  # set (and replaced) at each local append
+        self._watch = LogWatch(self._progress, POLL_INTERVAL)  # readers waiting for appends
         self._writer_lock = WriterLock(self.path)
         self._writes = GroupCommit(self._connection, self._writer_lock, busy_timeout_ms)
         self._reader = ReadConnection(self.path, busy_timeout_ms)
@@ -177,7 +178,7 @@ class SQLiteStore:
         """Close after the calls already queued have run; idempotent."""
         executor, self._executor = self._executor, None
         self._closed = True
-        self._wake()  # waiting readers find the store closed
+        self._watch.wake_all()  # waiting readers find the store closed
         if executor is None:
             return
         if self._writes.outstanding:  # writes accepted before close are committed first
@@ -292,18 +293,12 @@ class SQLiteStore:
     # --- the reply log ---------------------------------------------------------------------
 
     def _wake(self) -> None:
-        changed, self._changed = self._changed, None
-        if changed is not None:
-            changed.set()
+        """This store appended: followers waiting here need not wait for the next poll."""
+        self._watch.nudge()
 
-    async def _pause(self, seconds: float) -> None:
-        """Sleep up to `seconds`, less if this store object appends meanwhile."""
-        if self._changed is None:
-            self._changed = asyncio.Event()
-        changed = self._changed
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(seconds):
-                await changed.wait()
+    async def _progress(self, keys: Sequence[tuple[str, str]]) -> dict[tuple[str, str], Progress]:
+        retention = self.event_retention
+        return await self._read(lambda conn: replies.progress(conn, keys, time.time(), retention))
 
     async def append_events(
         self,
@@ -335,7 +330,7 @@ class SQLiteStore:
             remaining = deadline - time.monotonic()
             if result.events or result.finished or not result.exists or remaining <= 0:
                 return result
-            await self._pause(min(POLL_INTERVAL, remaining))
+            await self._watch.wait(keys, after_seq, remaining)
 
     async def latest_reply(self, conversation_id: str) -> str | None:
         retention = self.event_retention
