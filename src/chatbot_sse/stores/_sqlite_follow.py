@@ -68,6 +68,8 @@ class LogWatch:
             while self._waiters:
                 await self._pause()
                 keys = list(self._waiters)
+                if not keys:
+                    break
                 try:
                     progress = await self._poll(keys)
                 except Exception:  # their own reads meet the store's error and report it
