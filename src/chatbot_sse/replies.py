@@ -83,7 +83,7 @@ class LiveReply:
         self.flushed = 0  # frames[:flushed] are in the store's log
         self.logged_end = False  # the log has the terminal frame and is marked finished
         self.logged_at = time.monotonic()  # the last write to the log (begin_turn entered it)
-        self.mirrored = False  # a reader elsewhere follows the log: flush frames as they come
+        self.mirrored = False  # a reader elsewhere may follow the log: flush frames as they come
         self.readers = 0
         self.task: asyncio.Task[None] | None = None
         self.grace_timer: asyncio.TimerHandle | None = None
