@@ -122,9 +122,9 @@ async def test_finish_turn_refused_stores_neither_the_reply_nor_the_end(store: S
     """All or nothing: a reply the store refuses (its id is taken) leaves the log open, so
     the turn can still end it with an `error` event."""
     cid, rid = new_conversation_id(), new_message_id()
-    question = user(cid, "hi")
+    question = Message(rid, cid, Role.USER, "hi", T0)  # takes the id its reply will want
     await store.begin_turn(question, rid, create=True, owner=None, history_limit=5)
-    clash = reply_to(cid, question.id, "hello there")
+    clash = reply_to(cid, rid, "hello there")
     with pytest.raises(ValueError, match="already exists"):
         await store.finish_turn(clash, [(0, frame(rid, 0)), (1, frame(rid, 1))])
     assert await store.history(cid) == [question]
