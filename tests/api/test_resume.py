@@ -263,10 +263,10 @@ def test_the_log_is_written_mid_reply_only_once_a_reader_elsewhere_follows(
     every 0.1 s); a follower on another process gets the log mirrored, live, then all of it."""
     db = tmp_path / "shared.db"
     shared = f"sqlite:///{db}"
-    a = start_server(STORE_URL=shared, TOKEN_DELAY="0.05")
-    b = start_server(STORE_URL=shared, TOKEN_DELAY="0.05")
-    with open_chat(a, "Tell me a story") as sock:  # 160 chunks: 8 s
-        first = read_events_until(sock, 12)  # 0.55 s: five flush intervals
+    a = start_server(STORE_URL=shared, TOKEN_DELAY="0.03")
+    b = start_server(STORE_URL=shared, TOKEN_DELAY="0.03")
+    with open_chat(a, "Tell me a story") as sock:  # 160 chunks: 4.8 s
+        first = read_events_until(sock, 18)  # 0.5 s: five flush intervals
         cid, reply_id = first[0].data["conversation_id"], first[0].data["message_id"]
         before = logged(db, cid, reply_id)
         assert before.exists
