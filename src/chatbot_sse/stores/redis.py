@@ -174,6 +174,8 @@ class RedisStore:
         turn_keys = [*keys.turn(), keys.events(reply_id), keys.control(reply_id)]
         async with self._redis.use(), self._redis.in_order(keys.base):
             code, *history = await self._redis.scripts["begin"](keys=turn_keys, args=args)
+        if code == 1:  # the words of every store's begin_turn: clients see them in the 404
+            raise ConversationNotFound(f"conversation {conversation_id} does not exist")
         _raise_for(code, conversation_id, message.id)
         if create:  # nothing before it: nothing read
             return [message] if history_limit > 0 else []
