@@ -14,6 +14,7 @@ from chatbot_sse.api import chat, conversations, health, openai_compat, pages, r
 from chatbot_sse.api.access import AccessMiddleware, ApiKeys
 from chatbot_sse.api.direct import ChatbotApp
 from chatbot_sse.api.errors import install_error_handlers
+from chatbot_sse.api.head import allow_head
 from chatbot_sse.api.headers import SecurityHeadersMiddleware
 from chatbot_sse.config import Settings
 from chatbot_sse.lifespan import make_lifespan
@@ -37,11 +38,11 @@ def create_app(settings: Settings | None = None) -> ChatbotApp:
     app.state.metrics = metrics
     install_error_handlers(app)
     app.include_router(chat.router)
-    app.include_router(conversations.router)
+    app.include_router(allow_head(conversations.router))
     app.include_router(resume.router)
-    app.include_router(health.router)
-    app.include_router(pages.router)
-    app.include_router(openai_compat.router)
+    app.include_router(allow_head(health.router))
+    app.include_router(allow_head(pages.router))
+    app.include_router(allow_head(openai_compat.router))
     app.direct(
         chat.router, "POST", "/chat"
     )  # every reply starts here: skip FastAPI's per-request work

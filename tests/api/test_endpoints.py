@@ -67,6 +67,25 @@ def test_page_and_docs_are_served(server: ServerProcess) -> None:
     assert "/conversations/{conversation_id}/history" in schema["paths"]
 
 
+def test_head_answers_wherever_get_serves_a_document(
+    server: ServerProcess, chat: Callable[..., Stream]
+) -> None:
+    """Load balancers probe with HEAD: the GET's status and headers, no body."""
+    stream = chat(server.url, data={"message": "hello"})
+    cid = stream.events[0].data["conversation_id"]
+    for path in ("/health", "/", "/metrics", f"/conversations/{cid}/history", "/v1/models"):
+        got = httpx.get(server.url + path)
+        head = httpx.head(server.url + path)
+        assert head.status_code == got.status_code == 200, path
+        assert head.content == b"", path
+        assert head.headers["content-type"] == got.headers["content-type"], path
+    assert httpx.head(server.url + "/conversations/" + "f" * 32 + "/history").status_code == 404
+    streams = httpx.head(f"{server.url}/conversations/{cid}/stream")  # a stream has no HEAD
+    assert streams.status_code == 405
+    schema = httpx.get(server.url + "/openapi.json").json()
+    assert all("head" not in operations for operations in schema["paths"].values())
+
+
 def test_unknown_route_and_method_use_the_error_shape(server: ServerProcess) -> None:
     missing = httpx.get(server.url + "/nope")
     assert missing.status_code == 404

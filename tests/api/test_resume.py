@@ -225,6 +225,25 @@ def test_bad_resume_requests(
     assert resume(server, "f" * 32, None).status == 404
 
 
+def test_an_id_ahead_of_a_live_reply_is_refused_at_once(
+    start_server: Callable[..., ServerProcess],
+) -> None:
+    """No client can have seen an event the reply has not made: 422, not a silent hang."""
+    server = start_server(TOKEN_DELAY="0.05", DISCONNECT_GRACE_SECONDS="10")
+    with open_chat(server, "Tell me a story") as sock:
+        first = read_events_until(sock, 2)
+        cid = first[0].data["conversation_id"]
+        reply_id = first[0].data["message_id"]
+        started = time.monotonic()
+        ahead = resume(server, cid, f"{reply_id}:500")
+        assert time.monotonic() - started < 1.0
+        assert ahead.status == 422
+        assert json.loads(ahead.raw)["error"]["code"] == "invalid_event_id"
+        behind = resume(server, cid, first[-1].id)  # the reply itself goes on, resumable
+    assert behind.status == 200
+    assert_exact_reply(first, behind.events)
+
+
 def test_resume_on_another_process_sharing_the_store(
     start_server: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:

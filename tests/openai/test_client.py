@@ -162,6 +162,8 @@ def test_errors_have_openais_shape(client: openai.OpenAI, simulated: ServerProce
         {"messages": [{"role": "user", "content": [{"type": "image_url"}]}]},
         {"messages": [{"role": "assistant", "content": "only me"}]},
         {"messages": [{"role": "user", "content": "hi"}], "conversation_id": "nope"},
+        {"messages": [{"role": "user", "content": "hi"}], "audio": {"voice": "alloy"}},
+        {"messages": [{"role": "user", "content": "hi"}], "modalities": ["text", "audio"]},
     ):
         response = httpx.post(simulated.url + "/v1/chat/completions", json=body)
         assert response.status_code == 422, body

@@ -80,6 +80,11 @@ def _messages(raw: Any) -> list[tuple[Role, str]]:
     return messages
 
 
+def _wants_other_than_text(modalities: Any) -> bool:
+    """True unless `modalities` is absent or asks for text alone."""
+    return modalities is not None and modalities != ["text"]
+
+
 def _conversation_id(value: Any) -> str | None:
     if value is None:
         return None
@@ -105,6 +110,8 @@ def parse_completion_request(body: bytes, max_chars: int) -> CompletionRequest:
         raise InvalidInput("'n' must be 1: one choice per request")
     if fields.get("tools") or fields.get("functions"):
         raise InvalidInput("tools and functions are not supported")
+    if fields.get("audio") is not None or _wants_other_than_text(fields.get("modalities")):
+        raise InvalidInput("only text output is supported: no 'audio', 'modalities' [\"text\"]")
     stream = fields.get("stream") or False
     options = fields.get("stream_options") or {}
     if not isinstance(stream, bool) or not isinstance(options, dict):

@@ -6,7 +6,9 @@ and follows the reply to its end, from this worker's memory when the reply is
 generated here, else from the store's log (another worker or instance). A
 reply with nothing left to send answers 204, which tells `EventSource` to stop
 reconnecting; one whose events have expired answers 410 with the stored
-message; an unknown one 404. It never hangs.
+message; an unknown one 404; an id ahead of a reply generated here 422 (the
+log of one generated elsewhere may lag behind it, so there it cannot tell). It
+never hangs.
 """
 
 from __future__ import annotations
@@ -89,6 +91,11 @@ async def resume(
         if live.finished and after_seq + 1 >= len(live.frames):
             hub.detach(live)
             return Response(status_code=204)
+        if after_seq >= len(live.frames):  # no client can have seen an event not made yet
+            hub.detach(live)
+            raise InvalidInput(
+                f"Last-Event-ID {value} is ahead of this reply", code="invalid_event_id"
+            )
         metrics.resumed("live", max(0, len(live.frames) - after_seq - 1))
         source = hub_source(hub, live, after_seq + 1)
     else:
