@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+import json
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -11,7 +13,7 @@ from support import history
 import openai
 from chatbot_sse.domain import Message, Role
 from chatbot_sse.engines._simulated_rules import compose_reply
-from livesupport import ServerProcess
+from livesupport import ServerProcess, parse_sse
 
 
 def expected(*texts: str) -> str:
@@ -191,3 +193,43 @@ def test_engine_failure_mid_stream_raises_api_error(client: openai.OpenAI) -> No
     with pytest.raises(openai.InternalServerError) as whole:
         client.chat.completions.create(model="x", messages=messages)
     assert whole.value.status_code == 502
+
+
+def test_a_stored_turn_resumes_and_cancels_as_a_chat_turn_does(
+    start_server: Callable[..., ServerProcess],
+) -> None:
+    """A `/v1` turn with `conversation_id` is a reply like `POST /chat`'s: its log replays
+    through `GET .../stream`, and `POST .../cancel` stops it."""
+    server = start_server(TOKEN_DELAY="0.05")
+    url = server.url + "/v1/chat/completions"
+    body = {"messages": [{"role": "user", "content": "hello"}], "conversation_id": "new"}
+    done = httpx.post(url, json=body, timeout=30)
+    assert done.status_code == 200
+    cid = done.headers["x-conversation-id"]
+    replayed = httpx.get(f"{server.url}/conversations/{cid}/stream", timeout=10)
+    assert replayed.status_code == 200
+    events, _, _ = parse_sse(replayed.content)
+    assert events[0].event == "connected"
+    assert events[-1].event == "completed"
+    assert events[-1].data["content"] == done.json()["choices"][0]["message"]["content"]
+
+    story = {"messages": [{"role": "user", "content": "Tell me a story"}], "stream": True}
+    chunks: list[dict[str, Any]] = []
+    with httpx.stream("POST", url, json={**story, "conversation_id": cid}, timeout=30) as stream:
+        lines = stream.iter_lines()
+        for line in lines:
+            if not line.startswith("data: {"):
+                continue
+            chunks.append(json.loads(line[6:]))
+            if len(chunks) == 3:
+                cancel = httpx.post(f"{server.url}/conversations/{cid}/cancel", timeout=10)
+                assert cancel.json()["status"] == "cancelled"
+        tail = chunks[-1]
+    assert tail["error"]["code"] == "cancelled", tail
+    stored = history(server, cid)[-1]
+    assert stored["status"] == "interrupted"
+    assert stored["meta"] == {"finish_reason": "cancelled"}
+    said = "".join(
+        c["choices"][0]["delta"].get("content") or "" for c in chunks if c.get("choices")
+    )
+    assert stored["content"] == said

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -42,10 +43,18 @@ _SSE_EXAMPLE = (
 )
 
 
-def encoded_turn(service: TurnService, turn: Turn, retry_ms: int) -> Generate:
-    """The turn as encoded SSE frames; the first carries `retry:`."""
+TurnObserver = Callable[[TurnEvent], None]
+"""Sees each event of a reply as it is published (a terminal one once it is stored)."""
+
+
+def encoded_turn(
+    service: TurnService, turn: Turn, retry_ms: int, observe: TurnObserver | None = None
+) -> Generate:
+    """The turn as encoded SSE frames; the first carries `retry:`. `observe`, if given, sees
+    every event too: `/v1` translates them for its own client (see `api.openai_compat`)."""
     first_prefix = sse.retry_field(retry_ms)
     fields = {"conversation_id": turn.conversation_id, "message_id": turn.reply_id}
+    rid = turn.reply_id
 
     async def generate(output: ReplyOutput) -> None:
         prefix = first_prefix
@@ -59,12 +68,18 @@ def encoded_turn(service: TurnService, turn: Turn, retry_ms: int) -> Generate:
 
         async def emit(event: TurnEvent) -> None:
             output.publish(encode(event))
+            if observe is not None:
+                observe(event)
 
         async def finish(event: TurnEvent, reply: Message) -> None:
             await output.finish(encode(event), reply)
+            if observe is not None:
+                observe(event)
 
         def chunk(seq: int, text: str) -> None:
             output.publish(messages.frame(seq, text))
+            if observe is not None:
+                observe(TurnEvent("message", f"{rid}:{seq}", {"type": "message", "content": text}))
 
         await service.run(turn, emit, finish, chunk)
 
