@@ -174,6 +174,7 @@ class ReplyHub:
         self._flusher: asyncio.Task[None] | None = None
         self.closing = False
         self.draining = False  # SIGTERM came: /health says 503, streams are handed off soon
+        self._handoff_at = 0.0  # loop time of the handoff, once draining
         self.handoff = Handoff()
 
     def start(self, conversation_id: str, reply_id: str, generate: Generate) -> LiveReply:
@@ -369,7 +370,9 @@ class ReplyHub:
             return
         self.draining = True
         log.info("draining", replies=len(self.live), handoff_after_s=handoff_after)
-        asyncio.get_running_loop().call_later(handoff_after, self.hand_off)
+        loop = asyncio.get_running_loop()
+        self._handoff_at = loop.time() + handoff_after
+        loop.call_later(handoff_after, self.hand_off)
 
     def hand_off(self) -> None:
         """End every stream with `reconnect` first, then stop what is still generating."""
@@ -381,7 +384,19 @@ class ReplyHub:
             self.cancel(live, "shutdown")
 
     async def close(self, drain_seconds: float = 10.0) -> None:
-        """At shutdown: stop what is still generating and wait for its cleanup."""
+        """At shutdown: stop what is still generating and wait for its cleanup.
+
+        Draining, before the handoff, replies still generating get the rest of
+        their time first, as those with a connection do: the server shuts down
+        as soon as its last connection closes, but a reply nobody here reads may
+        be followed from another process, or its client may be about to resume
+        elsewhere (an `EventSource` reconnects within seconds); its log has it.
+        """
+        if self.draining and not self.handoff.fired and self._tasks:
+            left = self._handoff_at - asyncio.get_running_loop().time()
+            if left > 0:
+                log.info("draining_unread", replies=len(self.live), for_s=round(left, 2))
+                await asyncio.wait(set(self._tasks), timeout=left)
         self.closing = True
         for live in list(self.live.values()):
             self.cancel(live, "shutdown")

@@ -72,3 +72,27 @@ async def test_health_says_503_draining_while_draining(tmp_path: Path) -> None:
             response = await client.get("/health")
     assert response.status_code == 503
     assert response.json()["status"] == "draining"
+
+
+def test_sigterm_lets_a_reply_whose_client_left_run_to_its_end(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    """The server's last connection closed, but the reply is not over: its client may resume
+    elsewhere, so it is not cut at once; the process exits when it is done."""
+    store = {"STORE_URL": f"sqlite:///{tmp_path}/shared.db"}
+    server = start_server(TOKEN_DELAY="0.05", DRAIN_SECONDS="10", **store)
+    stream = RawStream(server, "nice")  # 20 chunks, about a second
+    first = stream.until(b"event: message", 2)
+    stream.close()
+    started = time.monotonic()
+    server.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+    server.proc.wait(20)  # type: ignore[union-attr]  # uvicorn re-raises SIGTERM: -15
+    assert time.monotonic() - started < 8  # when the reply ended, not at the handoff (10 s)
+
+    later = start_server(**store)
+    cid = first[0].data["conversation_id"]
+    reply = httpx.get(f"{later.url}/conversations/{cid}/history").json()["messages"][-1]
+    assert reply["status"] == "complete", reply
+    replayed = resume(later, cid, first[-1].id)
+    assert replayed.last.event == "completed"
+    assert replayed.last.data["content"] == reply["content"]
