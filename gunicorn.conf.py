@@ -13,10 +13,10 @@ import shutil
 import tempfile
 from typing import Any
 
-from chatbot_sse.config import Settings
+from chatbot_sse.config import load_settings
 from chatbot_sse.workers import drain_graceful_timeout
 
-_settings = Settings()
+_settings = load_settings()
 
 bind = f"{_settings.host}:{_settings.port}"
 workers = _settings.workers

@@ -38,14 +38,14 @@ def serve(
     """
     import uvicorn
 
-    from chatbot_sse.config import Settings
+    from chatbot_sse.config import load_settings
     from chatbot_sse.workers import (
         HTTP_PROTOCOL,
         drain_graceful_timeout,
         graceful_shutdown_timeout,
     )
 
-    settings = Settings()
+    settings = load_settings()
     uvicorn.run(
         "chatbot_sse.main:app",
         host=host or settings.host,

@@ -8,9 +8,10 @@ differently configured apps side by side in one process.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 EngineName = Literal["simulated", "openai", "local"]
@@ -123,3 +124,23 @@ class Settings(BaseSettings):
         if scheme not in {"sqlite", "memory", "redis", "rediss"}:
             raise ValueError(f"unsupported STORE_URL scheme {scheme!r}")
         return value
+
+
+_UNPRINTED = frozenset({"api_keys", "openai_api_key", "store_url"})
+"""Values that may hold a secret (keys, a password in a Redis URL): named, never printed."""
+
+
+def load_settings() -> Settings:
+    """The settings from the environment; a wrong value ends the process with one line per
+    problem, naming the variable, and exit status 2 (not a traceback to read through)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        lines = ["chatbot-sse: invalid configuration:"]
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            value = "" if field in _UNPRINTED else f"={error['input']!r}"
+            lines.append(f"  {field.upper() or 'settings'}{value}: {message}")
+        print("\n".join(lines), file=sys.stderr)  # before any logging is set up
+        raise SystemExit(2) from None

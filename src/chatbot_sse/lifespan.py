@@ -27,7 +27,7 @@ from chatbot_sse.api.limits import StreamGate
 from chatbot_sse.config import Settings
 from chatbot_sse.draining import on_sigterm
 from chatbot_sse.engines import create_engine
-from chatbot_sse.errors import StoreUnavailable
+from chatbot_sse.errors import ChatError, StoreUnavailable
 from chatbot_sse.observability.metrics import Metrics
 from chatbot_sse.replies import ReplyHub
 from chatbot_sse.stores import Store, create_store
@@ -36,6 +36,18 @@ from chatbot_sse.turns import TurnService
 log = structlog.get_logger(__name__)
 
 REOPEN_INTERVAL = 1.0  # seconds between attempts to open a store that was down at start
+
+
+class StartupFailed(Exception):
+    """The worker cannot start; the message says why (a store or engine it cannot open)."""
+
+
+def _cannot_start(exc: Exception) -> StartupFailed:
+    """Say why in one log line, first; the server's own report (a traceback) comes after, cut
+    short to where the lifespan gave up rather than the whole chain that led there."""
+    reason = exc.message if isinstance(exc, ChatError) else str(exc)
+    log.error("cannot_start", reason=reason, error=type(exc).__name__)
+    return StartupFailed(reason)
 
 
 async def _open_store(store: Store) -> asyncio.Task[None] | None:
@@ -90,17 +102,26 @@ def make_lifespan(
 ) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        store = create_store(
-            settings.store_url,
-            event_retention=settings.event_retention_seconds,
-            conversation_ttl=settings.conversation_ttl_seconds,
-        )
-        engine = create_engine(settings)
+        try:
+            store = create_store(
+                settings.store_url,
+                event_retention=settings.event_retention_seconds,
+                conversation_ttl=settings.conversation_ttl_seconds,
+            )
+            engine = create_engine(settings)
+        except ValueError as exc:
+            raise _cannot_start(exc) from None
         if (instrument := getattr(engine, "instrument", None)) is not None:
             instrument(metrics)  # engines that count their own work (upstream requests)
-        opening = await _open_store(store)
         try:
-            await engine.open()
+            opening = await _open_store(store)
+        except StoreUnavailable as exc:
+            raise _cannot_start(exc) from None
+        try:
+            try:
+                await engine.open()
+            except (ChatError, ValueError, OSError) as exc:
+                raise _cannot_start(exc) from None
             try:
                 app.state.store = store
                 app.state.engine = engine

@@ -16,7 +16,7 @@ from chatbot_sse.api.direct import ChatbotApp
 from chatbot_sse.api.errors import install_error_handlers
 from chatbot_sse.api.head import allow_head
 from chatbot_sse.api.headers import SecurityHeadersMiddleware
-from chatbot_sse.config import Settings
+from chatbot_sse.config import Settings, load_settings
 from chatbot_sse.lifespan import make_lifespan
 from chatbot_sse.observability.asgi import RequestContextMiddleware
 from chatbot_sse.observability.logging import configure_logging
@@ -77,4 +77,4 @@ CORS_ALLOW_HEADERS = [
 CORS_EXPOSE_HEADERS = ["X-Conversation-Id", "X-Request-Id", "Retry-After", "Idempotent-Replayed"]
 
 
-app = create_app()
+app = create_app(load_settings())

@@ -39,5 +39,18 @@ def create_engine(settings: Settings, registry: Mapping[str, str] = BUILTIN_ENGI
     except KeyError:
         known = ", ".join(sorted(registry))
         raise ValueError(f"unknown engine {name!r}; choose one of: {known}") from None
-    factory = cast("Callable[[Settings], Engine]", load_factory(target, f"engine {name!r}"))
+    try:
+        loaded = load_factory(target, f"engine {name!r}")
+    except ValueError as exc:
+        if name in _EXTRAS and "not installed" in str(exc):
+            extra = _EXTRAS[name]
+            raise ValueError(
+                f"{exc}: make install-{extra}, or pip install 'chatbot-sse[{extra}]'"
+            ) from exc
+        raise
+    factory = cast("Callable[[Settings], Engine]", loaded)
     return factory(settings)
+
+
+_EXTRAS: Mapping[str, str] = {"local": "local"}
+"""Built-in engines whose dependencies are an optional extra (and its make target)."""
