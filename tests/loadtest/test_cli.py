@@ -63,6 +63,25 @@ def test_bad_usage_and_unreachable_hosts_exit_2() -> None:
     assert loadtest("http://127.0.0.1:8000", "-H", "no-colon").returncode == 2
 
 
+def test_outputs_that_cannot_be_written_and_empty_message_files_exit_2_before_the_run(
+    fake: Fake, tmp_path: Path
+) -> None:
+    app, url = fake(chunks=3)
+    empty = tmp_path / "messages.txt"
+    empty.write_text("\n  \n")
+    for args in (
+        ["--json", str(tmp_path / "missing" / "r.json")],
+        ["--records", str(tmp_path)],  # a folder
+        ["--plot", "/proc/r.png"],
+        ["--messages-file", str(empty)],
+    ):
+        proc = loadtest(url, "-n", "5", "-q", *args)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert "error:" in proc.stderr
+        assert "Traceback" not in proc.stderr
+    assert app.counts["requests"] == 0  # refused before a single stream
+
+
 def test_chat_streams_keeps_the_conversation_and_reports_errors(fake: Fake) -> None:
     app, url = fake(chunks=4)
     proc = subprocess.run(

@@ -13,7 +13,7 @@ import pytest
 
 from chatbot_sse.loadtest import Run, RunConfig, StreamOptions, summarize
 from chatbot_sse.loadtest.report import client_bound_warning, timeseries
-from chatbot_sse.loadtest.runner import RunResult
+from chatbot_sse.loadtest.runner import REFUSED_PAUSE, RunResult
 from chatbot_sse.loadtest.transport import Pool, Target, build_request, open_exchange
 from loadtest.fake_server import FakeChatServer
 
@@ -56,7 +56,7 @@ async def test_the_clients_own_cpu_is_reported_and_warned_about_near_a_core(fake
     assert s["client_cpu_cores"] == pytest.approx(result.client_cpu_s / result.elapsed_s)
     assert s["client_cpu_cores"] < 4  # this process: the client, and here the fake server too
     assert client_bound_warning({"client_cpu_cores": 0.5}) is None
-    warning = client_bound_warning({"client_cpu_cores": 0.97})
+    warning = client_bound_warning({"client_cpu_cores": 0.97, "requests_completed": 40})
     assert warning is not None
     assert "0.97 of a core" in warning
 
@@ -191,7 +191,11 @@ async def test_refused_connections_are_connection_failures() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]  # bound, not listening: connections are refused
         _, s = await run(f"http://127.0.0.1:{port}", requests=4, concurrency=2)
-    assert s["failures_by_kind"] == {"connection": 4}
+        assert s["failures_by_kind"] == {"connection": 4}
+        assert client_bound_warning(s) is None  # no stream ran: no pace to speak of
+        # A server that is down does not make the users spin: each waits before its next try.
+        _, s = await run(f"http://127.0.0.1:{port}", duration=0.5, concurrency=2)
+    assert 4 <= s["requests_total"] <= 2 * (0.5 / REFUSED_PAUSE + 1)
 
 
 async def test_multi_turn_keeps_conversations_and_checks_history(fake: Fake) -> None:

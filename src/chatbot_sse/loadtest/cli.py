@@ -61,8 +61,26 @@ def load_messages(messages: list[str], messages_file: Path | None) -> list[str]:
     out = list(messages)
     if messages_file is not None:
         lines = messages_file.read_text(encoding="utf-8").splitlines()
-        out.extend(line.strip() for line in lines if line.strip())
+        read = [line.strip() for line in lines if line.strip()]
+        if not read:
+            raise ValueError(f"{messages_file} holds no message (one per line)")
+        out.extend(read)
     return out or [DEFAULT_MESSAGE]
+
+
+def check_writable(*paths: Path | None) -> None:
+    """ValueError unless each given path can be written: found before the run, not after it."""
+    for path in paths:
+        if path is None:
+            continue
+        existed = path.exists()
+        try:
+            with path.open("a"):  # what the run will do, minus the writing
+                pass
+        except OSError as exc:
+            raise ValueError(f"cannot write {path}: {exc.strerror or exc}") from None
+        if not existed:
+            path.unlink()
 
 
 def allowed_failures(total: int, max_failures: int, failure_budget: float | None) -> int:
@@ -191,6 +209,13 @@ def loadtest(
     """Stream chat replies under load; check every reply; report what users would feel."""
     if requests is None and duration is None:
         requests = 100
+    console = Console(stderr=True)
+    try:
+        check_writable(json_out, records_out, plot)
+        messages = load_messages(message or [], messages_file)
+    except (OSError, ValueError) as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from exc
     config = RunConfig(
         url=url,
         requests=requests,
@@ -201,7 +226,7 @@ def loadtest(
         multi_turn=multi_turn,
         turns=turns,
         think_time=think_time,
-        messages=load_messages(message or [], messages_file),
+        messages=messages,
         seed=seed,
         verify_history=history_check,
         stream=StreamOptions(
@@ -213,7 +238,6 @@ def loadtest(
             keep_alive=keep_alive,
         ),
     )
-    console = Console(stderr=True)
     try:
         result = _execute(Run(config), console, quiet)
     except (OSError, ValueError) as exc:

@@ -166,6 +166,8 @@ def client_bound_warning(summary: dict[str, Any]) -> str | None:
     cores = summary.get("client_cpu_cores")
     if cores is None or math.isnan(cores) or cores < CLIENT_BOUND_CORES:
         return None
+    if not summary.get("requests_completed"):
+        return None  # nothing streamed (no server?): the client's CPU says nothing of a pace
     return (
         f"the load tester kept {cores:.2f} of a core busy: it may be the bottleneck, not the "
         "server; run it on another machine, or several of them, for the server's limit"

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chatbot_sse.loadtest.client import StreamOptions, StreamRecord, run_turn
+from chatbot_sse.loadtest.client import CONNECTION, StreamOptions, StreamRecord, run_turn
 from chatbot_sse.loadtest.history import SessionLog, verify_histories
 from chatbot_sse.loadtest.timeline import Timeline
 from chatbot_sse.loadtest.transport import Pool, Target
@@ -30,6 +30,7 @@ from chatbot_sse.loadtest.transport import Pool, Target
 __all__ = ["Run", "RunConfig", "RunResult"]
 
 DEFAULT_MESSAGE = "Hello! Tell me something interesting about streaming."
+REFUSED_PAUSE = 0.1  # seconds a user waits after a stream that found no server to connect to
 
 
 @dataclass(slots=True)
@@ -237,6 +238,10 @@ class Run:
                 self.pool,
             )
             log.add(message, result.reply, record)
+            if record.kind == CONNECTION and record.connect_s is None:
+                # Not even a connection (the server is down or restarting): a closed-loop user
+                # that retried at once would log thousands of refusals a second, not a result.
+                await asyncio.sleep(REFUSED_PAUSE)
             if log.conversation_id is None:
                 break  # nothing to follow up on
         self._issued -= turns - len(log.turns)  # give back what this session did not use
