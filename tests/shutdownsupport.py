@@ -51,6 +51,12 @@ class RawStream:
     def close(self) -> None:
         self.sock.close()
 
+    def __enter__(self) -> RawStream:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
 
 def dechunk(raw: bytes) -> bytes:
     """The body of a chunked HTTP/1.1 response, as far as it came."""

@@ -68,12 +68,14 @@ class ChatSession:
         self.out = out
         self.err = err
         self.conversation_id: str | None = None
+        self.replying = False  # the reply's first bytes came: a failure now cuts it short
 
     def say(self, message: str) -> bool:
         """Send one message and print the reply; False (after saying why) when it failed."""
         payload: dict[str, Any] = {"message": message}
         if self.conversation_id:
             payload["conversation_id"] = self.conversation_id
+        self.replying = False
         try:
             with self.http.stream(
                 "POST", "/chat", json=payload, headers={"Accept": "text/event-stream"}
@@ -82,16 +84,22 @@ class ChatSession:
                     self._error(f"HTTP {resp.status_code}: {_error_message(resp.read())}")
                     return False
                 return self._stream(resp)
-        except httpx.TimeoutException:
-            self._error(f"no answer from {self.http.base_url} in time")
         except httpx.TransportError as exc:
-            self._error(f"cannot reach {self.http.base_url}: {exc or type(exc).__name__}")
+            if self.replying:  # the reply had begun: end its line, and say it was cut
+                self.out.write("\n")
+                self.out.flush()
+                self._error(f"the connection was lost mid-reply: {exc or type(exc).__name__}")
+            elif isinstance(exc, httpx.TimeoutException):
+                self._error(f"no answer from {self.http.base_url} in time")
+            else:
+                self._error(f"cannot reach {self.http.base_url}: {exc or type(exc).__name__}")
         return False
 
     def _stream(self, resp: httpx.Response) -> bool:
         parser = SSEParser()
         self.out.write("bot> ")
         self.out.flush()
+        self.replying = True
         for raw in resp.iter_bytes():
             for event in parser.feed(raw):
                 data = orjson.loads(event.data)

@@ -121,6 +121,23 @@ class IdempotencyInProgress(Conflict):
     retry_after = 1.0
 
 
+class TurnInProgress(Conflict):
+    """The conversation's latest reply is still being generated (`Store.begin_turn`).
+
+    `POST /chat` supersedes it first (see `ReplyHub.supersede`); a 409 reaches the
+    client only when that reply could not be ended in time.
+    """
+
+    code = "turn_in_progress"
+    retryable = True
+    retry_after = 1.0
+
+    def __init__(self, conversation_id: str, reply_id: str) -> None:
+        super().__init__(f"conversation {conversation_id} is still generating its reply {reply_id}")
+        self.conversation_id = conversation_id
+        self.reply_id = reply_id
+
+
 class LimitExceeded(ChatError):
     """A per-client limit; `retry_after` says when trying again can succeed."""
 

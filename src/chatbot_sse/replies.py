@@ -43,13 +43,17 @@ from collections.abc import Awaitable, Callable
 
 import structlog
 
+from chatbot_sse import sse
 from chatbot_sse.domain import Message
 from chatbot_sse.draining import Handoff
+from chatbot_sse.errors import StoreUnavailable
 from chatbot_sse.observability.metrics import Metrics
 from chatbot_sse.stores.base import LogAppend, Store
 
 log = structlog.get_logger(__name__)
 
+SUPERSEDE_WAIT = 3.0  # seconds a new turn waits for the reply it replaces to end
+SUPERSEDE_POLL = 0.05  # seconds between looks at the log of a reply generated elsewhere
 FLUSH_INTERVAL = 0.1  # seconds between batched writes of the replies' events
 CONTROL_INTERVAL = 0.5  # seconds between polls for remote cancel requests and readers
 WRITER_HEARTBEAT = 1.0  # seconds between the generating process's heartbeats in the log
@@ -71,6 +75,7 @@ class LiveReply:
         "readers",
         "reply_id",
         "size",
+        "started",
         "task",
     )
 
@@ -85,6 +90,7 @@ class LiveReply:
         self.logged_at = time.monotonic()  # the last write to the log (begin_turn entered it)
         self.mirrored = False  # a reader elsewhere may follow the log: flush frames as they come
         self.readers = 0
+        self.started = False  # its task has begun running (a cancel before that is deferred)
         self.task: asyncio.Task[None] | None = None
         self.grace_timer: asyncio.TimerHandle | None = None
         self._waiters: list[asyncio.Future[bool]] = []
@@ -118,6 +124,23 @@ class LiveReply:
     def forget(self, waiter: asyncio.Future[bool]) -> None:
         if waiter in self._waiters:  # not woken: it timed out, or its reader was cancelled
             self._waiters.remove(waiter)
+
+
+def interrupted_frame(conversation_id: str, reply_id: str, seq: int) -> bytes:
+    """The `error` event `interrupted` that ends the log of a reply whose generating process
+    stopped (killed, lost) before its end: written by whoever finds it orphaned."""
+    error = {
+        "code": "interrupted",
+        "message": "the process generating this reply stopped",
+        "retryable": True,
+    }
+    data = {
+        "type": "error",
+        "error": error,
+        "conversation_id": conversation_id,
+        "message_id": reply_id,
+    }
+    return sse.encode_event("error", f"{reply_id}:{seq}", data)
 
 
 FrameWrite = Callable[[bytes], Awaitable[None]]
@@ -198,6 +221,7 @@ class ReplyHub:
         return task
 
     async def _generate(self, live: LiveReply, generate: Generate) -> None:
+        live.started = True
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.ensure_future(self._flush_loop())
         deadline = None
@@ -356,9 +380,49 @@ class ReplyHub:
         """Stop a generation; `reason` becomes the code of its terminal `error` event."""
         if live.task is None or live.task.done() or live.finished:
             return False
+        if not live.started:
+            # A task cancelled before its first step never runs its coroutine: no turn to
+            # store the partial reply and end the log, no `finally` to end the readers' wait.
+            # Its first step is already queued, so asking again next turns comes after it.
+            asyncio.get_running_loop().call_soon(self.cancel, live, reason)
+            return True
         self.metrics.generation_cancelled(reason)
         live.task.cancel(reason)
         return True
+
+    async def supersede(self, conversation_id: str, reply_id: str) -> None:
+        """A newer message replaces the reply still generating in its conversation: stop it
+        (`superseded` here; a cancel request to the process generating it elsewhere) and
+        return once it ended, its partial reply stored and its log finished.
+
+        A reply generated nowhere any more (its process was killed) never ends by itself:
+        after `SUPERSEDE_WAIT`, far longer than a live generator takes to see a cancel
+        (`CONTROL_INTERVAL`) and store its partial reply, its log is ended here with an
+        `interrupted` error event, as a follower would end it (`api.streaming.LogSource`).
+        `StoreUnavailable` when the store could not record the end of a reply ended here:
+        the new turn could not be stored either.
+        """
+        live = self.live.get(reply_id)
+        if live is not None:
+            self.cancel(live, "superseded")
+            if live.task is not None:
+                await asyncio.wait({live.task}, timeout=SUPERSEDE_WAIT)
+                if live.task.done() and not live.logged_end:  # ended, but its end not stored
+                    raise StoreUnavailable("the store could not record the end of the reply")
+            return
+        store = self.log_store
+        await store.request_cancel(conversation_id, reply_id)
+        deadline = time.monotonic() + SUPERSEDE_WAIT
+        while time.monotonic() < deadline:
+            state = await store.read_events(conversation_id, reply_id, after_seq=1 << 30)
+            if state.finished or not state.exists:
+                return
+            await asyncio.sleep(SUPERSEDE_POLL)
+        logged = await store.read_events(conversation_id, reply_id)
+        seq = logged.events[-1][0] + 1 if logged.events else 1
+        log.warning("reply_orphaned", conversation_id=conversation_id, reply_id=reply_id)
+        frame = interrupted_frame(conversation_id, reply_id, seq)
+        await store.append_events(conversation_id, reply_id, [(seq, frame)], finished=True)
 
     def live_reply_of(self, conversation_id: str) -> LiveReply | None:
         reply_id = self.by_conversation.get(conversation_id)

@@ -82,8 +82,9 @@ _CANCEL_MESSAGES = {
     "cancelled": "the reply was cancelled on request",
     "shutdown": "the server shut down during the reply; send the message again",
     "stream_timeout": "the reply ran longer than this server allows and was stopped",
+    "superseded": "a newer message in this conversation replaced this reply",
 }
-_NOT_RETRYABLE = frozenset({"cancelled", "stream_timeout"})
+_NOT_RETRYABLE = frozenset({"cancelled", "stream_timeout", "superseded"})
 
 
 def _approx_tokens(text: str) -> int:

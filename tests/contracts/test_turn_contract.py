@@ -12,7 +12,7 @@ import asyncio
 import pytest
 
 from chatbot_sse.domain import Message, MessageStatus, Role, new_conversation_id, new_message_id
-from chatbot_sse.errors import ConversationNotFound
+from chatbot_sse.errors import ConversationNotFound, TurnInProgress
 from chatbot_sse.stores.base import LogAppend, Store
 
 T0 = 1_700_000_000.0
@@ -54,7 +54,9 @@ async def test_begin_turn_continues_with_the_newest_history(store: Store) -> Non
     messages = []
     for n in range(4):
         m = user(cid, f"m{n}", T0 + n)
-        await store.begin_turn(m, new_message_id(), create=n == 0, owner=None, history_limit=3)
+        rid = new_message_id()
+        await store.begin_turn(m, rid, create=n == 0, owner=None, history_limit=3)
+        await store.append_events(cid, rid, [], finished=True)  # one reply at a time
         messages.append(m)
     last = user(cid, "last", T0 + 9)
     context = await store.begin_turn(
@@ -81,14 +83,32 @@ async def test_begin_turn_refuses_unknown_and_foreign_conversations(store: Store
 
 
 async def test_begin_turn_without_owner_check_continues_anyones(store: Store) -> None:
-    cid = new_conversation_id()
-    await store.begin_turn(
-        user(cid, "a"), new_message_id(), create=True, owner="a", history_limit=5
-    )
+    cid, rid = new_conversation_id(), new_message_id()
+    await store.begin_turn(user(cid, "a"), rid, create=True, owner="a", history_limit=5)
+    await store.append_events(cid, rid, [], finished=True)
     context = await store.begin_turn(
         user(cid, "b"), new_message_id(), create=False, owner=None, history_limit=5
     )
     assert [m.content for m in context] == ["a", "b"]
+
+
+async def test_begin_turn_refuses_while_the_latest_reply_is_unfinished(store: Store) -> None:
+    """One reply at a time per conversation: history alternates, each reply after its message."""
+    cid, first = new_conversation_id(), new_message_id()
+    await store.begin_turn(user(cid, "a"), first, create=True, owner=None, history_limit=5)
+    await store.append_events(cid, first, [(0, frame(first, 0))])  # generating
+    second = new_message_id()
+    with pytest.raises(TurnInProgress) as busy:
+        await store.begin_turn(user(cid, "b"), second, create=False, owner=None, history_limit=5)
+    assert (busy.value.conversation_id, busy.value.reply_id) == (cid, first)
+    assert busy.value.status_code == 409
+    assert [m.content for m in await store.history(cid)] == ["a"]  # nothing of it stored
+    assert await store.latest_reply(cid) == first
+    assert not (await store.read_events(cid, second)).exists
+    await store.finish_turn(reply_to(cid, first, "A"), [(1, frame(first, 1))])
+    await store.begin_turn(user(cid, "b"), second, create=False, owner=None, history_limit=5)
+    assert [m.content for m in await store.history(cid)] == ["a", "A", "b"]
+    assert await store.latest_reply(cid) == second
 
 
 async def test_begin_turn_refuses_to_create_an_existing_id(store: Store) -> None:

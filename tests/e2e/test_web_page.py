@@ -143,11 +143,11 @@ def test_stop_ends_the_reply_and_the_chat_goes_on(tab: ChatPage) -> None:
     assert tab.chat("Hello there")
     assert len(tab.transcript()) == 6
 
-    tab.page.reload()  # the server kept the stopped replies, marked as cut short
+    tab.page.reload()  # the server kept the stopped replies, marked as stopped
     tab.wait_ready()
     expect(tab.messages).to_have_count(6)
     for n in (1, 2):
-        expect(tab.replies.nth(n - 1).locator(".message-tag")).to_have_text("Interrupted")
+        expect(tab.replies.nth(n - 1).locator(".message-tag")).to_have_text("Stopped")
 
 
 def test_reload_restores_the_conversation(tab: ChatPage) -> None:
@@ -179,6 +179,7 @@ def test_reload_mid_reply_follows_the_reply(tab: ChatPage, web_server: str) -> N
     tab.page.reload()  # the reply is not stored yet: the page follows it from the server
     tab.page.wait_for_selector("html[data-ready]", state="attached")
     expect(tab.replies.nth(1)).to_have_attribute("data-state", "streaming")
+    expect(tab.page.locator("#connection")).to_have_attribute("data-state", "streaming")
     followed = tab.reply(2).locator(".message-body").inner_text()
     tab.page.reload()
     tab.wait_ready()

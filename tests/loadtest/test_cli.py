@@ -97,6 +97,19 @@ def test_chat_streams_keeps_the_conversation_and_reports_errors(fake: Fake) -> N
     assert sizes == [2, 5]  # hello, error-event (user only), again; then fresh
 
 
+def test_chat_says_a_reply_was_cut_when_the_connection_drops_mid_reply(fake: Fake) -> None:
+    _, url = fake(chunks=4)
+    proc = subprocess.run(
+        [str(BIN / "chatbot-sse"), "chat", url],
+        input="reset\n", capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert proc.returncode == 1
+    assert "bot> " in proc.stdout
+    assert proc.stdout.endswith("\n")  # the partial reply's line is ended
+    assert "error: the connection was lost mid-reply" in proc.stderr
+    assert "cannot reach" not in proc.stderr
+
+
 def test_chat_says_plainly_when_the_server_is_unreachable(unused_port: int) -> None:
     proc = subprocess.run(
         [str(BIN / "chatbot-sse"), "chat", f"http://127.0.0.1:{unused_port}"],

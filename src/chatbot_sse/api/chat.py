@@ -17,7 +17,7 @@ from chatbot_sse.api.limits import StreamGate, connection_seconds
 from chatbot_sse.api.streaming import EVENT_SCHEMA, EventStreamResponse, FrameSource, hub_source
 from chatbot_sse.config import Settings
 from chatbot_sse.domain import Message, new_conversation_id, new_message_id
-from chatbot_sse.errors import IdempotencyKeyReused
+from chatbot_sse.errors import IdempotencyKeyReused, TurnInProgress
 from chatbot_sse.replies import Generate, ReplyHub, ReplyOutput
 from chatbot_sse.stores.base import Store
 from chatbot_sse.turns import Turn, TurnEvent, TurnService
@@ -150,16 +150,44 @@ async def _start(
     state = request.app.state
     service: TurnService = state.turns
     hub: ReplyHub = state.replies
-    turn = await service.begin(
-        body.message,
-        body.conversation_id,
-        owner=request_owner(request),
-        create_as=create_as,
-        reply_id=reply_id,
+    turn = await begin_turn(
+        request, body.message, body.conversation_id, create_as=create_as, reply_id=reply_id
     )
     generate = encoded_turn(service, turn, state.settings.sse_retry_ms)
     live = hub.start(turn.conversation_id, turn.reply_id, generate)
     return turn.conversation_id, hub_source(hub, live)
+
+
+async def begin_turn(
+    request: Request,
+    text: str,
+    conversation_id: str | None,
+    *,
+    create_as: str | None = None,
+    reply_id: str | None = None,
+) -> Turn:
+    """`TurnService.begin`, replacing the reply still generating in the conversation, if any.
+
+    One reply at a time per conversation (`Store.begin_turn`): a new message
+    while the last reply is still coming (a second tab, a client that gave up
+    on a slow reply, one that dropped and moved on) supersedes it. That reply
+    ends with the `error` event `superseded`, is stored as interrupted with
+    what it had said, and the new turn follows it. When two new messages race,
+    or the old reply cannot be ended in time, the loser gets 409
+    `turn_in_progress` (retryable).
+    """
+    service: TurnService = request.app.state.turns
+    owner = request_owner(request)
+    try:
+        return await service.begin(
+            text, conversation_id, owner=owner, create_as=create_as, reply_id=reply_id
+        )
+    except TurnInProgress as busy:
+        hub: ReplyHub = request.app.state.replies
+        await hub.supersede(busy.conversation_id, busy.reply_id)
+    return await service.begin(
+        text, conversation_id, owner=owner, create_as=create_as, reply_id=reply_id
+    )
 
 
 async def _start_once(

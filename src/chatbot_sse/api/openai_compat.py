@@ -39,9 +39,9 @@ import orjson
 from fastapi import APIRouter, Request
 from starlette.responses import JSONResponse, Response
 
-from chatbot_sse.api.access import client_identity, request_owner
+from chatbot_sse.api.access import client_identity
 from chatbot_sse.api.body import read_body
-from chatbot_sse.api.chat import encoded_turn
+from chatbot_sse.api.chat import begin_turn, encoded_turn
 from chatbot_sse.api.errors import (
     STREAM_ERROR_RESPONSES,
     chat_error_response,
@@ -263,7 +263,7 @@ async def _stored(
     service: TurnService = state.turns
     hub: ReplyHub = state.replies
     wanted = None if parsed.conversation_id == NEW_CONVERSATION else parsed.conversation_id
-    turn = await service.begin(parsed.last_user_text.strip(), wanted, owner=request_owner(request))
+    turn = await begin_turn(request, parsed.last_user_text.strip(), wanted)
     extra = {"conversation_id": turn.conversation_id}
     completion_id = f"chatcmpl-{turn.reply_id}"
     reply = _StoredReply(_Chunks(completion_id, model, extra), parsed.include_usage)

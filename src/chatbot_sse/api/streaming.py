@@ -45,7 +45,13 @@ from chatbot_sse import sse
 from chatbot_sse.draining import Handoff
 from chatbot_sse.errors import StoreUnavailable
 from chatbot_sse.observability.metrics import Metrics
-from chatbot_sse.replies import WRITER_HEARTBEAT, FrameWrite, LiveReply, ReplyHub
+from chatbot_sse.replies import (
+    WRITER_HEARTBEAT,
+    FrameWrite,
+    LiveReply,
+    ReplyHub,
+    interrupted_frame,
+)
 from chatbot_sse.start_hook import unwrap
 from chatbot_sse.stores.base import ReplyEvents, ReplyLog
 
@@ -281,18 +287,7 @@ class LogSource:
             self.progress_at = time.monotonic() - WRITER_TIMEOUT + WRITER_HEARTBEAT
             return b""
         seq = self.after_seq + 1
-        error = {
-            "code": "interrupted",
-            "message": "the process generating this reply stopped",
-            "retryable": True,
-        }
-        data = {
-            "type": "error",
-            "error": error,
-            "conversation_id": self.conversation_id,
-            "message_id": self.reply_id,
-        }
-        frame = sse.encode_event("error", f"{self.reply_id}:{seq}", data)
+        frame = interrupted_frame(self.conversation_id, self.reply_id, seq)
         log.warning("reply_orphaned", conversation_id=self.conversation_id, reply_id=self.reply_id)
         with contextlib.suppress(Exception):
             await self.log.append_events(

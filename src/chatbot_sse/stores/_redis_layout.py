@@ -197,12 +197,21 @@ BEGIN_TURN = (
 -- KEYS: conv, msgs, ids, latest, events, ctl. ARGV: create (1|0), created_at, conversation
 -- ttl ms, owner, check the owner (1|0), message id, encoded message, reply id, in-flight ttl
 -- ms, retention ms, history limit. Returns {0, the newest `limit` messages unless created},
--- or {1}: no such conversation (or another owner's), {2}: duplicate message id, {3}: exists.
+-- or {1}: no such conversation (or another owner's), {2}: duplicate message id, {3}: exists,
+-- {4, reply id}: the conversation's latest reply is unfinished (its control record, kept
+-- while in flight, has no `finished`; same hash tag as the conversation's keys).
 if ARGV[1] == '1' then
   if create({KEYS[1]}, {ARGV[2], ARGV[3], ARGV[4]}) == 0 then return {3} end
 else
   local found = redis.call('HMGET', KEYS[1], 'created_at', 'owner')
   if not found[1] or (ARGV[5] == '1' and (found[2] or '') ~= ARGV[4]) then return {1} end
+  local latest = redis.call('GET', KEYS[4])
+  if latest and latest ~= ARGV[8] then
+    local ctl = string.sub(KEYS[1], 1, -5) .. 'reply:' .. latest .. ':ctl'
+    if redis.call('EXISTS', ctl) == 1 and redis.call('HEXISTS', ctl, 'finished') == 0 then
+      return {4, latest}
+    end
+  end
 end
 local appended = append_message({KEYS[1], KEYS[2], KEYS[3], KEYS[4]}, {ARGV[6], ARGV[7], ARGV[3]})
 if appended ~= 0 then return {appended} end

@@ -32,6 +32,7 @@ __all__ = [
     "append_many",
     "control",
     "enter",
+    "in_flight",
     "latest",
     "prune",
     "read",
@@ -300,6 +301,17 @@ def latest(
         f"SELECT reply_id, NOT {EXPIRED} FROM replies WHERE conversation_id = ?"  # noqa: S608 - constant
         " ORDER BY id DESC LIMIT 1",
         (*_limits(now, retention), conversation_id),
+    ).fetchone()
+    return row[0] if row is not None and row[1] else None
+
+
+def in_flight(conn: sqlite3.Connection, conversation_id: str, now: float) -> str | None:
+    """The conversation's latest reply if it is unfinished and not abandoned: still being
+    generated, or about to be found orphaned."""
+    row = conn.execute(
+        "SELECT reply_id, finished_at IS NULL AND updated_at > ? FROM replies"
+        " WHERE conversation_id = ? ORDER BY id DESC LIMIT 1",
+        (now - ABANDONED_AFTER, conversation_id),
     ).fetchone()
     return row[0] if row is not None and row[1] else None
 

@@ -16,7 +16,7 @@ import sqlite3
 from collections.abc import Sequence
 
 from chatbot_sse.domain import Message
-from chatbot_sse.errors import ConversationNotFound
+from chatbot_sse.errors import ConversationNotFound, TurnInProgress
 from chatbot_sse.stores import _sqlite_replies as replies
 from chatbot_sse.stores._sqlite_sql import (
     INSERT_MESSAGE,
@@ -65,6 +65,9 @@ def begin(
         ).fetchone()
         if row is None or (owner is not None and row[0] != owner):
             raise ConversationNotFound(f"conversation {conversation_id} does not exist")
+        busy = replies.in_flight(conn, conversation_id, now)
+        if busy is not None and busy != reply_id:
+            raise TurnInProgress(conversation_id, busy)
     insert_message(conn, message)
     replies.enter(conn, (conversation_id, reply_id), now, retention, sweep)
     if create:  # the user's message is all there is: no read needed

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from chatbot_sse.domain import Message
-from chatbot_sse.errors import ConversationNotFound
+from chatbot_sse.errors import ConversationNotFound, TurnInProgress
 from chatbot_sse.stores.base import LogAppend, ReplyControl, ReplyLog, Store
 
 
@@ -32,6 +32,11 @@ async def begin_turn(
         found = await store.get_conversation(conversation_id)
         if found is None or (owner is not None and found.owner != owner):
             raise ConversationNotFound(f"conversation {conversation_id} does not exist")
+        latest = await store.latest_reply(conversation_id)
+        if latest is not None and latest != reply_id:
+            state = await store.read_events(conversation_id, latest, after_seq=1 << 30)
+            if state.exists and not state.finished:
+                raise TurnInProgress(conversation_id, latest)
     await store.append_message(message)
     await store.append_events(conversation_id, reply_id, [])
     if create:  # nothing before it: no read needed

@@ -206,7 +206,11 @@ class Store(ReplyLog, Guards, Protocol):
         With `create`, the conversation `message.conversation_id` is new: it is
         created (at `message.created_at`, for `owner`, "" if None), or
         `ValueError` if it exists. Else it must exist and, when `owner` is not
-        None, belong to `owner`, or `ConversationNotFound` (nothing is stored).
+        None, belong to `owner`, or `ConversationNotFound` (nothing is stored);
+        and its latest reply must have finished (or be abandoned: not appended
+        to for `ABANDONED_AFTER`), or `TurnInProgress` naming that reply
+        (nothing is stored): one reply at a time per conversation, so history
+        alternates and each reply follows its own message.
         Then the user's `message` is stored durably and the reply `reply_id` is
         entered in the log, empty, as the conversation's latest (so a resume or
         a cancel through any process finds it from the first event on).

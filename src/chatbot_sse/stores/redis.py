@@ -23,7 +23,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from redis.asyncio.connection import parse_url
 
 from chatbot_sse.domain import Conversation, Message
-from chatbot_sse.errors import ConversationNotFound
+from chatbot_sse.errors import ConversationNotFound, TurnInProgress
 from chatbot_sse.stores import _redis_layout as layout
 from chatbot_sse.stores._redis_client import RedisClient
 from chatbot_sse.stores._retention import ABANDONED_AFTER, check_retention
@@ -176,6 +176,11 @@ class RedisStore:
             code, *history = await self._redis.scripts["begin"](keys=turn_keys, args=args)
         if code == 1:  # the words of every store's begin_turn: clients see them in the 404
             raise ConversationNotFound(f"conversation {conversation_id} does not exist")
+        if code == 4:
+            busy = history[0]
+            raise TurnInProgress(
+                conversation_id, busy.decode() if isinstance(busy, bytes) else busy
+            )
         _raise_for(code, conversation_id, message.id)
         if create:  # nothing before it: nothing read
             return [message] if history_limit > 0 else []

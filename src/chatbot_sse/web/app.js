@@ -120,8 +120,7 @@ async function openConversation(id, quiet = false) {
     for (const m of messages) {
       if (m.role === "user") addUserMessage(m.content);
       else if (m.role === "assistant") {
-        const status = m.status ?? "complete";
-        addAssistantMessage({ content: m.content, messageId: m.id, state: status === "complete" ? "done" : status });
+        addAssistantMessage({ content: m.content, messageId: m.id, state: storedState(m) });
       }
     }
     ui.welcome.hidden = !isEmpty();
@@ -154,6 +153,18 @@ async function openConversation(id, quiet = false) {
 // ---- a turn ------------------------------------------------------------------------------
 
 /**
+ * How a stored reply is shown: `done`, or how it was cut short; one the user stopped (cancel)
+ * is `stopped`, as it was when it happened.
+ * @param {{ status?: string, meta?: { finish_reason?: string } }} message
+ */
+function storedState(message) {
+  const status = message.status ?? "complete";
+  if (status === "complete") return "done";
+  if (status === "interrupted" && message.meta?.finish_reason === "cancelled") return "stopped";
+  return status;
+}
+
+/**
  * Show a reply the server is still writing for this conversation (after a reload mid-reply).
  * Quietly does nothing when there is none, or the server cannot stream it again.
  * @param {string} conversationId
@@ -168,6 +179,8 @@ async function follow(conversationId, known, loading) {
   setBusy(true);
   /** @type {ReturnType<typeof addAssistantMessage> | null} */
   let reply = null;
+  /** @type {"connecting" | "streaming" | "reconnecting" | null} */
+  let connection = null; // shown once there is a reply to follow (it comes before `connected`)
   try {
     const result = await followReply(
       { conversationId, signal: turn.signal },
@@ -176,10 +189,14 @@ async function follow(conversationId, known, loading) {
           if (known.has(messageId)) return turn.abort(); // an old reply, already shown
           reply = addAssistantMessage({ messageId });
           ui.welcome.hidden = true;
+          if (connection) setConnection(connection);
           announce("The assistant is replying.");
         },
         onChunk: (_chunk, content) => reply?.setContent(content),
-        onState: (name) => reply && setConnection(name),
+        onState: (name) => {
+          connection = name;
+          if (reply) setConnection(name);
+        },
       },
     );
     if (result && reply) {
