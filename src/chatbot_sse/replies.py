@@ -44,7 +44,7 @@ from collections.abc import Awaitable, Callable
 import structlog
 
 from chatbot_sse import sse
-from chatbot_sse.domain import Message
+from chatbot_sse.domain import Message, MessageStatus, Role
 from chatbot_sse.draining import Handoff
 from chatbot_sse.errors import StoreUnavailable
 from chatbot_sse.observability.metrics import Metrics
@@ -141,6 +141,36 @@ def interrupted_frame(conversation_id: str, reply_id: str, seq: int) -> bytes:
         "message_id": reply_id,
     }
     return sse.encode_event("error", f"{reply_id}:{seq}", data)
+
+
+async def end_orphaned(store: Store, conversation_id: str, reply_id: str, seen: int = 0) -> bytes:
+    """End the log of a reply whose generating process is gone; returns the event that ends it.
+
+    The log gets the `interrupted` error event (after its last event, or after `seen`, the
+    last one a client following it saw, if that is further: the frames may not have been
+    mirrored), finished; and the reply is stored as an interrupted message with what the
+    log has of it, so the conversation still alternates. Whoever finds the orphan does this
+    (a follower, a new turn); doing it twice stores nothing twice.
+    """
+    logged = await store.read_events(conversation_id, reply_id)
+    seq = max(logged.events[-1][0] if logged.events else 0, seen) + 1
+    log.warning("reply_orphaned", conversation_id=conversation_id, reply_id=reply_id)
+    frame = interrupted_frame(conversation_id, reply_id, seq)
+    await store.append_events(conversation_id, reply_id, [(seq, frame)], finished=True)
+    content = sse.said(frame for _, frame in logged.events)
+    meta = {"finish_reason": "interrupted"}
+    reply = Message(
+        reply_id,
+        conversation_id,
+        Role.ASSISTANT,
+        content,
+        time.time(),
+        MessageStatus.INTERRUPTED,
+        meta,
+    )
+    with contextlib.suppress(ValueError):  # stored already (its process got that far)
+        await store.append_message(reply)
+    return frame
 
 
 FrameWrite = Callable[[bytes], Awaitable[None]]
@@ -418,11 +448,7 @@ class ReplyHub:
             if state.finished or not state.exists:
                 return
             await asyncio.sleep(SUPERSEDE_POLL)
-        logged = await store.read_events(conversation_id, reply_id)
-        seq = logged.events[-1][0] + 1 if logged.events else 1
-        log.warning("reply_orphaned", conversation_id=conversation_id, reply_id=reply_id)
-        frame = interrupted_frame(conversation_id, reply_id, seq)
-        await store.append_events(conversation_id, reply_id, [(seq, frame)], finished=True)
+        await end_orphaned(store, conversation_id, reply_id)
 
     def live_reply_of(self, conversation_id: str) -> LiveReply | None:
         reply_id = self.by_conversation.get(conversation_id)

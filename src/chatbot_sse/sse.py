@@ -8,6 +8,7 @@ guarantees that every `data:` field is a single line.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
@@ -88,3 +89,20 @@ def encode_reconnect(retry_ms: int, reason: str) -> bytes:
     """
     data = {"type": "reconnect", "reason": reason, "retry_ms": retry_ms}
     return retry_field(retry_ms) + encode_unnumbered("reconnect", data)
+
+
+def said(frames: Iterable[bytes]) -> str:
+    """The text of the `message` events among frames this module encoded, joined: what a
+    client following them saw of a reply (the log of one whose process died mid-way)."""
+    parts: list[str] = []
+    for frame in frames:
+        for event in frame.split(b"\n\n"):
+            lines = event.split(b"\n")
+            if b"event: message" not in lines:
+                continue
+            for line in lines:
+                if line.startswith(b"data: "):
+                    content = orjson.loads(line[6:]).get("content")
+                    if isinstance(content, str):
+                        parts.append(content)
+    return "".join(parts)

@@ -136,3 +136,6 @@ def test_a_reply_whose_process_died_does_not_block_the_conversation(
     assert parse_sse(ended.content)[0][-1].data["error"]["code"] == "interrupted"
     third = post_chat(other.url, data={"message": "What is 3 + 3?", "conversation_id": cid})
     assert third.last.data["content"].startswith("3 + 3 = 6")
+    messages = history(other, cid)
+    assert_alternates(messages)  # the orphan was stored, interrupted, with what its log had
+    assert (messages[1]["id"], messages[1]["status"]) == (orphan, "interrupted")

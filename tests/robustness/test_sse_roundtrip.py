@@ -128,3 +128,18 @@ def test_message_template_is_byte_identical_to_the_encoder(
     data = {"type": "message", "content": content, **fields}
     expected = sse.encode_event("message", f"{reply_id}:{seq}", data)
     assert sse.MessageFrames(reply_id, fields).frame(seq, content) == expected
+
+
+def test_said_joins_the_message_events_of_encoded_frames() -> None:
+    fields = {"conversation_id": "c", "message_id": "r"}
+    messages = sse.MessageFrames("r", fields)
+    frames = [
+        sse.encode_event(
+            "connected", "r:0", {"type": "connected", **fields}, sse.retry_field(3000)
+        ),
+        messages.frame(1, "Hello"),
+        messages.frame(2, ', \u00e9v\u00e9nement\n"quoted"'),
+        sse.encode_event("completed", "r:3", {"type": "completed", "content": "x", **fields}),
+    ]
+    assert sse.said(frames) == 'Hello, \u00e9v\u00e9nement\n"quoted"'
+    assert sse.said([b"".join(frames)]) == sse.said(frames)  # a row of several frames too

@@ -66,6 +66,11 @@ def test_sigkill_mid_reply_keeps_the_message_and_the_conversation(
     history = httpx.get(f"{server.url}/conversations/{cid}/history", timeout=10).json()
     users = [m["content"] for m in history["messages"] if m["role"] == "user"]
     assert users == ["Tell me a story", "Are you back?"]
+    # The follower that found the orphan stored it, interrupted: the history still alternates.
+    assert [m["role"] for m in history["messages"]] == ["user", "assistant"] * 2
+    orphan = history["messages"][1]
+    assert (orphan["id"], orphan["status"]) == (events[0].data["message_id"], "interrupted")
+    assert orphan["meta"] == {"finish_reason": "interrupted"}
 
 
 def test_a_silent_but_living_generator_is_not_taken_for_dead(

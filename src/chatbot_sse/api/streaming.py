@@ -50,10 +50,11 @@ from chatbot_sse.replies import (
     FrameWrite,
     LiveReply,
     ReplyHub,
+    end_orphaned,
     interrupted_frame,
 )
 from chatbot_sse.start_hook import unwrap
-from chatbot_sse.stores.base import ReplyEvents, ReplyLog
+from chatbot_sse.stores.base import ReplyEvents, Store
 
 log = structlog.get_logger(__name__)
 
@@ -231,7 +232,7 @@ class LogSource:
 
     def __init__(
         self,
-        log: ReplyLog,
+        log: Store,
         conversation_id: str,
         reply_id: str,
         after_seq: int,
@@ -286,15 +287,11 @@ class LogSource:
         if seen is not None and time.time() - seen < WRITER_TIMEOUT:
             self.progress_at = time.monotonic() - WRITER_TIMEOUT + WRITER_HEARTBEAT
             return b""
-        seq = self.after_seq + 1
-        frame = interrupted_frame(self.conversation_id, self.reply_id, seq)
-        log.warning("reply_orphaned", conversation_id=self.conversation_id, reply_id=self.reply_id)
-        with contextlib.suppress(Exception):
-            await self.log.append_events(
-                self.conversation_id, self.reply_id, [(seq, frame)], finished=True
-            )
         self.done = True
-        return frame
+        try:
+            return await end_orphaned(self.log, self.conversation_id, self.reply_id, self.after_seq)
+        except Exception:  # a struggling store: this reader ends all the same
+            return interrupted_frame(self.conversation_id, self.reply_id, self.after_seq + 1)
 
     def _store_failed(self, exc: StoreUnavailable) -> bytes:
         """The `error` event ending a follow whose store failed; the reply may still be going
