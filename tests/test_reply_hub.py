@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from pathlib import Path
 
+from chatbot_sse.api.chat import encoded_turn
+from chatbot_sse.api.streaming import LiveSource
 from chatbot_sse.domain import Message, MessageStatus, Role, new_conversation_id, new_message_id
+from chatbot_sse.engines.simulated import SimulatedEngine
 from chatbot_sse.observability.metrics import Metrics
 from chatbot_sse.replies import ReplyHub, ReplyOutput
 from chatbot_sse.stores import create_store
+from chatbot_sse.turns import TurnService
 
 
 async def test_a_reply_cancelled_before_its_task_ran_still_ends_its_log_and_readers() -> None:
@@ -40,5 +46,50 @@ async def test_a_reply_cancelled_before_its_task_ran_still_ends_its_log_and_read
     assert live.finished
     assert (await store.read_events(cid, rid)).finished
     assert [m.role for m in await store.history(cid)] == [Role.USER, Role.ASSISTANT]
+    await hub.close()
+    await store.close()
+
+
+async def test_a_reply_cancelled_again_while_storing_its_end_still_stores_it_first(
+    tmp_path: Path,
+) -> None:
+    """Two new messages superseding the same reply cancel it twice. The second cancel used to
+    cut the turn's shielded cleanup short: the task ended, its readers got no terminal event,
+    and the next turn could begin before the partial reply was stored (and be filed first)."""
+    store = create_store(f"sqlite:///{tmp_path}/chat.db")  # its writes take a thread's time
+    await store.open()
+    metrics = Metrics()
+    hub = ReplyHub(store, metrics, grace_seconds=1.0)
+    service = TurnService(store, SimulatedEngine(0, 0.05), metrics, 10)
+    turn = await service.begin("Tell me a story", None, owner=None)
+    live = hub.start(turn.conversation_id, turn.reply_id, encoded_turn(service, turn, 3000))
+    reader = LiveSource(live, 0, hub.close)  # reads it as a response would
+
+    async def read_to_end() -> bytes:
+        got = b""
+        while (batch := await reader.next_batch(10)) is not None:
+            got += batch
+        return got
+
+    reading = asyncio.ensure_future(read_to_end())
+    while len(live.frames) < 3:
+        await live.waiter()
+    assert hub.cancel(live, "superseded")
+    assert hub.cancel(live, "superseded")  # a second racer: no second cancellation
+    assert live.cancelling == "superseded"
+    assert live.task is not None
+    for _ in range(3):
+        await asyncio.sleep(0)  # the turn is storing its partial reply now
+    live.task.cancel()  # and something else cancels it again all the same (a shutdown)
+    with contextlib.suppress(asyncio.CancelledError):
+        await live.task
+    assert live.logged_end  # the log's end was stored before the task ended
+    assert b'"code":"superseded"' in live.frames[-1]
+    assert (await reading).endswith(live.frames[-1])  # its reader saw the end, not a cut
+    logged = await store.read_events(turn.conversation_id, turn.reply_id)
+    assert logged.finished
+    assert logged.events[-1][1] == live.frames[-1]
+    stored = (await store.history(turn.conversation_id))[-1]
+    assert (stored.id, stored.status) == (turn.reply_id, MessageStatus.INTERRUPTED)
     await hub.close()
     await store.close()

@@ -64,6 +64,7 @@ class LiveReply:
 
     __slots__ = (
         "_waiters",
+        "cancelling",
         "conversation_id",
         "finished",
         "flushed",
@@ -91,6 +92,7 @@ class LiveReply:
         self.mirrored = False  # a reader elsewhere may follow the log: flush frames as they come
         self.readers = 0
         self.started = False  # its task has begun running (a cancel before that is deferred)
+        self.cancelling: str | None = None  # the reason it was cancelled with, once it was
         self.task: asyncio.Task[None] | None = None
         self.grace_timer: asyncio.TimerHandle | None = None
         self._waiters: list[asyncio.Future[bool]] = []
@@ -410,12 +412,15 @@ class ReplyHub:
         """Stop a generation; `reason` becomes the code of its terminal `error` event."""
         if live.task is None or live.task.done() or live.finished:
             return False
+        if live.cancelling is not None:
+            return True  # once: a second cancel would cut its turn's cleanup short
         if not live.started:
             # A task cancelled before its first step never runs its coroutine: no turn to
             # store the partial reply and end the log, no `finally` to end the readers' wait.
             # Its first step is already queued, so asking again next turns comes after it.
             asyncio.get_running_loop().call_soon(self.cancel, live, reason)
             return True
+        live.cancelling = reason
         self.metrics.generation_cancelled(reason)
         live.task.cancel(reason)
         return True

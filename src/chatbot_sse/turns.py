@@ -261,12 +261,19 @@ class TurnService:
                 "message": _CANCEL_MESSAGES.get(outcome, outcome),
                 "retryable": outcome not in _NOT_RETRYABLE,
             }
-            # Shielded: a second cancellation (shutdown) must not lose what the user saw.
-            # Readers following the log need a terminal event, or they would wait forever.
-            final = self._end(
-                turn, parts, MessageStatus.INTERRUPTED, outcome, error, emit, finish, base
+            # Shielded, and waited for through any further cancellation (shutdown, a second
+            # canceller): what the user saw must be stored, and before this task ends, or its
+            # end would let a next turn begin first and be filed before it. Readers following
+            # the log need the terminal event too, or they would wait forever.
+            final = asyncio.ensure_future(
+                self._end(
+                    turn, parts, MessageStatus.INTERRUPTED, outcome, error, emit, finish, base
+                )
             )
-            await asyncio.shield(final)
+            while not final.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(final)
+            final.result()  # its own failure, if any (`_end` logs the store's and goes on)
             raise
         except ChatError as exc:
             outcome = "error"
