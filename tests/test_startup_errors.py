@@ -72,3 +72,23 @@ def test_a_missing_optional_engine_says_how_to_install_it() -> None:
     first = next(record for record in records if record["level"] == "error")
     assert first["event"] == "cannot_start"
     assert "make install-local, or pip install 'chatbot-sse[local]'" in first["reason"]
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "redis://:hunter2@127.0.0.1:6379/12x",
+        "rediss://user:hunter2@127.0.0.1/abc",
+        "redis://:hunter2@127.0.0.1:notaport/12",
+        "redis://:hunter2@127.0.0.1:6379/1?prefix=a&prefix=b",
+    ],
+)
+def test_a_malformed_redis_url_is_refused_without_its_password(url: str) -> None:
+    done = run(SERVE, STORE_URL=url)
+    assert done.returncode == 3
+    assert "hunter2" not in done.stdout + done.stderr
+    records = [json.loads(line) for line in done.stderr.splitlines() if line.startswith("{")]
+    first = next(record for record in records if record["level"] == "error")
+    assert first["event"] == "cannot_start"
+    assert first["reason"].startswith("invalid Redis URL '")
+    assert ":***@" in first["reason"]

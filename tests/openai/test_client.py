@@ -195,6 +195,33 @@ def test_engine_failure_mid_stream_raises_api_error(client: openai.OpenAI) -> No
     assert whole.value.status_code == 502
 
 
+def test_a_failed_stored_turn_is_not_retried_by_the_client_on_its_own(
+    simulated: ServerProcess,
+) -> None:
+    """OpenAI's clients retry a 5xx twice by default: each retry would store the turn again."""
+    with openai.OpenAI(base_url=simulated.url + "/v1", api_key="-", max_retries=2) as client:
+        first = client.chat.completions.with_raw_response.create(
+            model="x",
+            messages=[{"role": "user", "content": "hi"}],
+            extra_body={"conversation_id": "new"},
+        )
+        cid = first.headers["x-conversation-id"]
+        with pytest.raises(openai.InternalServerError) as failed:
+            client.chat.completions.create(
+                model="x",
+                messages=[{"role": "user", "content": "/simulate error"}],
+                extra_body={"conversation_id": cid},
+            )
+    assert failed.value.response.headers["x-should-retry"] == "false"
+    stored = history(simulated, cid)
+    assert [(m["role"], m["status"]) for m in stored] == [
+        ("user", "complete"),
+        ("assistant", "complete"),
+        ("user", "complete"),
+        ("assistant", "failed"),
+    ]
+
+
 def test_a_stored_turn_resumes_and_cancels_as_a_chat_turn_does(
     start_server: Callable[..., ServerProcess],
 ) -> None:

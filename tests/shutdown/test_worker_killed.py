@@ -79,7 +79,7 @@ def test_a_silent_but_living_generator_is_not_taken_for_dead(
     """Its heartbeats keep a follower elsewhere waiting through a long silence."""
     env = {"STORE_URL": f"sqlite:///{tmp_path}/shared.db", "RESPONSE_DELAY": "6.5"}
     generating = start_server(**env)
-    following = start_server(**env)
+    following = start_server(**env, KEEPALIVE_SECONDS="4")
     stream = RawStream(generating, "Hello")
     try:
         connected = stream.until(b"event: connected")[0]
@@ -88,3 +88,5 @@ def test_a_silent_but_living_generator_is_not_taken_for_dead(
         stream.close()
     assert followed.status == 200
     assert followed.last.event == "completed", followed.raw[-300:]
+    # Pinged every KEEPALIVE_SECONDS of silence, not at every short read of the log.
+    assert 1 <= followed.raw.count(b": ping") <= 2

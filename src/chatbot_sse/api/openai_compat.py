@@ -67,6 +67,8 @@ router = APIRouter(prefix="/v1", tags=["OpenAI-compatible"])
 Runner = Callable[[EventSink], Awaitable[None]]
 
 DONE = b"data: [DONE]\n\n"
+SHOULD_RETRY = "x-should-retry"
+"""OpenAI's header telling its clients whether to retry a failed request on their own."""
 _STATUS = {
     "upstream_timeout": 504,
     "engine_timeout": 504,
@@ -184,6 +186,11 @@ def _completion(
         response = openai_error(status, error["code"], error["message"])
         if error["code"] == "shutdown":
             response.headers["Retry-After"] = "1"
+        elif "conversation_id" in extra or not error.get("retryable", True):
+            # OpenAI's clients retry a 5xx by themselves (twice, by default): a stored turn
+            # would be stored again each time, user message and failed reply, and a failure
+            # that says it is not worth retrying would be run again for nothing.
+            response.headers[SHOULD_RETRY] = "false"
         return response
     done = events["completed"]
     message = {"role": "assistant", "content": done["content"]}

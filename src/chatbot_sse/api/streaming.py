@@ -250,32 +250,39 @@ class LogSource:
     async def next_batch(self, patience: float) -> bytes | None:
         if self.done:
             return None
-        now = time.monotonic()
-        if now >= self.next_heartbeat:
-            self.next_heartbeat = now + MARK_READER_INTERVAL
-            with contextlib.suppress(Exception):
-                await self.log.mark_reader(self.conversation_id, self.reply_id)
-        result, self.pending = self.pending, None
-        if result is None:
-            wait = min(patience, LOG_WAIT_CAP, MARK_READER_INTERVAL)
-            try:
-                result = await self.log.read_events(
-                    self.conversation_id, self.reply_id, self.after_seq, wait
-                )
-            except StoreUnavailable as exc:
+        give_up_at = time.monotonic() + patience
+        while True:
+            now = time.monotonic()
+            if now >= self.next_heartbeat:
+                self.next_heartbeat = now + MARK_READER_INTERVAL
+                with contextlib.suppress(Exception):
+                    await self.log.mark_reader(self.conversation_id, self.reply_id)
+            result, self.pending = self.pending, None
+            if result is None:
+                # Short reads: the reader's heartbeat goes on between them; the client's
+                # ping only when `patience` went by without an event.
+                wait = max(0.0, min(give_up_at - now, LOG_WAIT_CAP, MARK_READER_INTERVAL))
+                try:
+                    result = await self.log.read_events(
+                        self.conversation_id, self.reply_id, self.after_seq, wait
+                    )
+                except StoreUnavailable as exc:
+                    self.done = True
+                    return self._store_failed(exc)
+            if result.events:
+                self.after_seq = result.events[-1][0]
+                self.progress_at = time.monotonic()
+                self.done = result.finished  # one snapshot: the terminal event is among these
+                return b"".join(frame for _, frame in result.events)
+            if result.finished or not result.exists:
                 self.done = True
-                return self._store_failed(exc)
-        if result.events:
-            self.after_seq = result.events[-1][0]
-            self.progress_at = time.monotonic()
-            self.done = result.finished  # the same snapshot: the terminal event is among these
-            return b"".join(frame for _, frame in result.events)
-        if result.finished or not result.exists:
-            self.done = True
-            return None
-        if time.monotonic() - self.progress_at >= WRITER_TIMEOUT:
-            return await self._end_if_orphaned()
-        return b""
+                return None
+            if time.monotonic() - self.progress_at >= WRITER_TIMEOUT:
+                ended = await self._end_if_orphaned()
+                if ended:
+                    return ended
+            if time.monotonic() >= give_up_at:
+                return b""
 
     async def _end_if_orphaned(self) -> bytes:
         """b"" while the writer heartbeats; else the `interrupted` event that ends the reply."""

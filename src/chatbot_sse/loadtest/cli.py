@@ -74,6 +74,8 @@ def check_writable(*paths: Path | None) -> None:
         if path is None:
             continue
         existed = path.exists()
+        if existed and not path.is_file() and not path.is_dir():
+            continue  # a device or a pipe (/dev/stdout): opening it to probe could block
         try:
             with path.open("a"):  # what the run will do, minus the writing
                 pass

@@ -68,13 +68,16 @@ class RedisStore:
         parts = urlsplit(url)
         db = parts.path.strip("/")
         if db and not db.isdigit():
-            raise ValueError(f"invalid Redis URL {url!r}: the path is the database number")
+            raise ValueError(
+                f"invalid Redis URL {redacted(url)!r}: the path is the database number"
+            )
         try:
             parse_url(url)
+            where = f"{parts.hostname or 'localhost'}:{parts.port or 6379}/{db or 0}"
         except ValueError as exc:
-            raise ValueError(f"invalid Redis URL {url!r}: {exc}") from exc
+            raise ValueError(f"invalid Redis URL {redacted(url)!r}: {exc}") from None
         self.url = url
-        self.where = f"{parts.hostname or 'localhost'}:{parts.port or 6379}/{db or 0}"
+        self.where = where
         self.prefix = prefix
         self.event_retention = event_retention
         self.conversation_ttl = conversation_ttl
@@ -380,7 +383,7 @@ def from_url(
     query = parse_qsl(parts.query, keep_blank_values=True)
     prefixes = [value for name, value in query if name == "prefix"]
     if len(prefixes) > 1:
-        raise ValueError(f"invalid Redis URL {url!r}: prefix given more than once")
+        raise ValueError(f"invalid Redis URL {redacted(url)!r}: prefix given more than once")
     rest = urlencode([(name, value) for name, value in query if name != "prefix"])
     return RedisStore(
         urlunsplit(parts._replace(query=rest)),
@@ -397,6 +400,16 @@ def _control(cancel: Any, reader: Any, writer: Any) -> ReplyControl:
         None if reader is None else float(reader),
         None if writer is None else float(writer),
     )
+
+
+def redacted(url: str) -> str:
+    """`url` without its password: what error messages and logs may show of a STORE_URL."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    userinfo, _, host = parts.netloc.rpartition("@")
+    user = userinfo.partition(":")[0]
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{host}"))
 
 
 def _raise_for(code: int, conversation_id: str, message_id: str) -> None:

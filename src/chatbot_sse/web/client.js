@@ -305,7 +305,9 @@ async function errorFrom(response) {
   } catch {
     // not JSON: fall back to a message from the status
   }
-  const retryable = response.status >= 500 || response.status === 429 || response.status === 408;
+  // 409 turn_in_progress: another tab's message is being answered; trying again soon works.
+  const retryable =
+    response.status >= 500 || response.status === 429 || response.status === 408 || code === "turn_in_progress";
   return new ChatError(code, message || statusText(response.status), { retryable, status: response.status });
 }
 
