@@ -192,7 +192,9 @@ def _completion(
             # that says it is not worth retrying would be run again for nothing.
             response.headers[SHOULD_RETRY] = "false"
         return response
-    done = events["completed"]
+    done = events.get("completed")
+    if done is None:  # its task ended with neither (nothing known produces this)
+        return openai_error(500, "internal_error", "the reply ended without a result")
     message = {"role": "assistant", "content": done["content"]}
     choice = {
         "index": 0,
