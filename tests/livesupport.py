@@ -69,7 +69,10 @@ class ServerProcess:
         ]  # fmt: skip
 
     def start(self, timeout: float = 30) -> ServerProcess:
-        env = {**os.environ, "HOST": "127.0.0.1", "PORT": str(self.port), **self.env}
+        # DRAIN_SECONDS 2 unless a test says otherwise: a server stopped with replies still
+        # running (nobody reading them) gives them until the handoff (20 s by default).
+        base = {"HOST": "127.0.0.1", "PORT": str(self.port), "DRAIN_SECONDS": "2"}
+        env = {**os.environ, **base, **self.env}
         env.pop("PROMETHEUS_MULTIPROC_DIR", None)
         assert self.log_path is not None
         with self.log_path.open("wb") as log:

@@ -137,27 +137,36 @@ def test_hundreds_of_replies_at_once_on_redis_and_a_cancel_among_them(
     other instance still reaches one of them (the controls of all 200 are read in one go)."""
     a, b = instances(TOKEN_DELAY="0.03")  # "Tell me a story": 160 chunks, 4.8 s
     count = 200
+    # The cancelled one is slow (10x the delay): it is still going whenever the cancel comes,
+    # however long this machine takes to start all 200.
+    messages = ["Tell me a story"] * (count - 1) + ["/simulate slow"]
 
-    async def chat(client: httpx.AsyncClient, started: asyncio.Queue[str]) -> list[Event]:
+    async def chat(
+        client: httpx.AsyncClient, message: str, started: asyncio.Queue[tuple[str, str]]
+    ) -> list[Event]:
         raw = b""
-        async with client.stream("POST", "/chat", data={"message": "Tell me a story"}) as reply:
+        async with client.stream("POST", "/chat", data={"message": message}) as reply:
             if reply.status_code != 200:
-                started.put_nowait(f"status {reply.status_code}: {(await reply.aread())[:300]!r}")
+                body = (await reply.aread())[:300]
+                started.put_nowait((message, f"status {reply.status_code}: {body!r}"))
             async for chunk in reply.aiter_raw():
                 if not raw and chunk:
-                    started.put_nowait(chunk.decode())
+                    started.put_nowait((message, chunk.decode()))
                 raw += chunk
         return parse_sse(raw)[0]
 
     async def run() -> tuple[list[list[Event]], str]:
         limits = httpx.Limits(max_connections=count)
         async with httpx.AsyncClient(base_url=a.url, timeout=60, limits=limits) as client:
-            started: asyncio.Queue[str] = asyncio.Queue()
-            replies = [asyncio.ensure_future(chat(client, started)) for _ in range(count)]
+            started: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+            replies = [asyncio.ensure_future(chat(client, m, started)) for m in messages]
+            slow = ""
             for _ in range(count):
-                first = await asyncio.wait_for(started.get(), 30)
+                message, first = await asyncio.wait_for(started.get(), 30)
                 assert not first.startswith("status "), first
-            connected = parse_sse(first[: first.index("\n\n") + 2].encode())[0][0]
+                if message == messages[-1]:
+                    slow = first
+            connected = parse_sse(slow[: slow.index("\n\n") + 2].encode())[0][0]
             cid = str(connected.data["conversation_id"])
             async with httpx.AsyncClient(base_url=b.url) as other:
                 answer = await other.post(f"/conversations/{cid}/cancel")
