@@ -249,7 +249,6 @@ class _StoredReply:
         self.include_usage = include_usage
         self.frames = LiveReply("", "")
         self.events: dict[str, dict[str, Any]] = {}
-        self.ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     def observe(self, event: TurnEvent) -> None:
         self.events[event.name] = event.data
@@ -260,8 +259,6 @@ class _StoredReply:
     def end(self, _: object = None) -> None:
         """The reply is over (its terminal event, or its task ended without one)."""
         self.frames.finish()
-        if not self.ended.done():
-            self.ended.set_result(None)
 
 
 async def _stored(
@@ -282,7 +279,7 @@ async def _stored(
     live.task.add_done_callback(reply.end)
     if not parsed.stream:
         try:
-            await asyncio.shield(reply.ended)
+            await asyncio.wait({live.task})  # not cancelled with this request: it is the hub's
             return _completion(reply.events, completion_id, model, extra)
         finally:
             hub.detach(live)  # a client gone meanwhile: the grace window, as for `POST /chat`

@@ -305,13 +305,15 @@ def latest(
     return row[0] if row is not None and row[1] else None
 
 
-def in_flight(conn: sqlite3.Connection, conversation_id: str, now: float) -> str | None:
-    """The conversation's latest reply if it is unfinished and not abandoned: still being
-    generated, or about to be found orphaned."""
+def in_flight(
+    conn: sqlite3.Connection, conversation_id: str, now: float, retention: float
+) -> str | None:
+    """The conversation's latest reply if it is unfinished and still kept (not abandoned):
+    being generated, or about to be found orphaned."""
     row = conn.execute(
-        "SELECT reply_id, finished_at IS NULL AND updated_at > ? FROM replies"
+        f"SELECT reply_id, finished_at IS NULL AND NOT {EXPIRED} FROM replies"  # noqa: S608 - constant
         " WHERE conversation_id = ? ORDER BY id DESC LIMIT 1",
-        (now - ABANDONED_AFTER, conversation_id),
+        (*_limits(now, retention), conversation_id),
     ).fetchone()
     return row[0] if row is not None and row[1] else None
 

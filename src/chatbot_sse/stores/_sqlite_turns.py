@@ -65,7 +65,7 @@ def begin(
         ).fetchone()
         if row is None or (owner is not None and row[0] != owner):
             raise ConversationNotFound(f"conversation {conversation_id} does not exist")
-        busy = replies.in_flight(conn, conversation_id, now)
+        busy = replies.in_flight(conn, conversation_id, now, retention)
         if busy is not None and busy != reply_id:
             raise TurnInProgress(conversation_id, busy)
     insert_message(conn, message)
