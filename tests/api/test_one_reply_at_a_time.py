@@ -23,6 +23,14 @@ def history(server: ServerProcess, cid: str) -> list[dict[str, Any]]:
     return messages
 
 
+def sharing_one_store(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> tuple[ServerProcess, ServerProcess]:
+    """Two server processes on one SQLite file: a reply one generates, the other must reach."""
+    store = {"STORE_URL": f"sqlite:///{tmp_path}/shared.db", "TOKEN_DELAY": "0.05"}
+    return start_server(**store), start_server(**store)
+
+
 def assert_alternates(messages: list[dict[str, Any]]) -> None:
     roles = [m["role"] for m in messages]
     assert roles == ["user", "assistant"] * (len(roles) // 2), roles
@@ -100,8 +108,7 @@ def test_racing_messages_get_one_reply_each_or_409(
 def test_a_reply_generated_by_another_process_is_cancelled_through_the_store(
     start_server: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
-    store = {"STORE_URL": f"sqlite:///{tmp_path}/shared.db", "TOKEN_DELAY": "0.05"}
-    first, other = start_server(**store), start_server(**store)
+    first, other = sharing_one_store(start_server, tmp_path)
     with RawStream(first, "Tell me a story") as story:
         cid = story.until(b"event: message", 3)[0].data["conversation_id"]
         second = post_chat(other.url, data={"message": "What is 2 + 2?", "conversation_id": cid})
@@ -116,8 +123,7 @@ def test_a_reply_generated_by_another_process_is_cancelled_through_the_store(
 def test_a_reply_whose_process_died_does_not_block_the_conversation(
     start_server: Callable[..., ServerProcess], tmp_path: Path
 ) -> None:
-    store = {"STORE_URL": f"sqlite:///{tmp_path}/shared.db", "TOKEN_DELAY": "0.05"}
-    doomed, other = start_server(**store), start_server(**store)
+    doomed, other = sharing_one_store(start_server, tmp_path)
     with RawStream(doomed, "Tell me a story") as story:
         seen = story.until(b"event: message", 2)
         cid, orphan = seen[0].data["conversation_id"], seen[0].data["message_id"]
