@@ -22,7 +22,7 @@ async def test_a_reply_cancelled_before_its_task_ran_still_ends_its_log_and_read
     store the partial reply nor end the log, and its readers would wait forever."""
     store = create_store("memory://")
     await store.open()
-    hub = ReplyHub(store, Metrics(), grace_seconds=1.0)
+    hub = ReplyHub(store, grace_seconds=1.0)
     cid, rid = new_conversation_id(), new_message_id()
     question = Message(new_message_id(), cid, Role.USER, "hi", time.time())
     await store.begin_turn(question, rid, create=True, owner=None, history_limit=5)
@@ -59,7 +59,7 @@ async def test_a_reply_cancelled_again_while_storing_its_end_still_stores_it_fir
     store = create_store(f"sqlite:///{tmp_path}/chat.db")  # its writes take a thread's time
     await store.open()
     metrics = Metrics()
-    hub = ReplyHub(store, metrics, grace_seconds=1.0)
+    hub = ReplyHub(store, grace_seconds=1.0)
     service = TurnService(store, SimulatedEngine(0, 0.05), metrics, 10)
     turn = await service.begin("Tell me a story", None, owner=None)
     live = hub.start(turn.conversation_id, turn.reply_id, encoded_turn(service, turn, 3000))

@@ -134,7 +134,6 @@ def make_lifespan(
                 )
                 replies = ReplyHub(
                     store,
-                    metrics,
                     settings.disconnect_grace_seconds,
                     settings.max_stream_seconds,
                 )

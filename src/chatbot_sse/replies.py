@@ -47,8 +47,7 @@ from chatbot_sse import sse
 from chatbot_sse.domain import Message, MessageStatus, Role
 from chatbot_sse.draining import Handoff
 from chatbot_sse.errors import StoreUnavailable
-from chatbot_sse.observability.metrics import Metrics
-from chatbot_sse.stores.base import LogAppend, Store
+from chatbot_sse.stores.base import LogAppend, Store, reply_state
 
 log = structlog.get_logger(__name__)
 
@@ -215,12 +214,10 @@ class ReplyHub:
     def __init__(
         self,
         log_store: Store,
-        metrics: Metrics,
         grace_seconds: float,
         max_seconds: float = 0.0,
     ) -> None:
         self.log_store = log_store
-        self.metrics = metrics
         self.grace_seconds = grace_seconds
         self.max_seconds = max_seconds  # 0: no limit
         self.live: dict[str, LiveReply] = {}
@@ -421,7 +418,6 @@ class ReplyHub:
             asyncio.get_running_loop().call_soon(self.cancel, live, reason)
             return True
         live.cancelling = reason
-        self.metrics.generation_cancelled(reason)
         live.task.cancel(reason)
         return True
 
@@ -449,7 +445,7 @@ class ReplyHub:
         await store.request_cancel(conversation_id, reply_id)
         deadline = time.monotonic() + SUPERSEDE_WAIT
         while time.monotonic() < deadline:
-            state = await store.read_events(conversation_id, reply_id, after_seq=1 << 30)
+            state = await reply_state(store, conversation_id, reply_id)
             if state.finished or not state.exists:
                 return
             await asyncio.sleep(SUPERSEDE_POLL)

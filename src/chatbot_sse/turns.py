@@ -256,6 +256,7 @@ class TurnService:
         except asyncio.CancelledError as exc:
             # The canceller says why: interrupted (nobody came back), cancelled, shutdown.
             outcome = str(exc.args[0]) if exc.args and exc.args[0] else "interrupted"
+            self.metrics.generation_cancelled(outcome)  # hub or not: stateless /v1 streams too
             error: dict[str, Any] = {
                 "code": outcome,
                 "message": _CANCEL_MESSAGES.get(outcome, outcome),

@@ -140,6 +140,12 @@ def test_max_stream_duration_stops_the_reply(start_server: Callable[..., ServerP
     assert messages[-1]["status"] == "interrupted"
     assert messages[-1]["meta"]["finish_reason"] == "stream_timeout"
     assert metric(server, 'chatbot_sse_generations_cancelled_total{reason="stream_timeout"}') == 1
+    # A stateless /v1 stream is bounded the same way, and counted the same way.
+    body = {"messages": [{"role": "user", "content": "/simulate slow"}], "stream": True}
+    v1 = httpx.post(f"{server.url}/v1/chat/completions", json=body, timeout=10)
+    last = [line for line in v1.text.splitlines() if line.startswith("data: ")][-1]
+    assert json.loads(last[6:])["error"]["code"] == "stream_timeout"
+    assert metric(server, 'chatbot_sse_generations_cancelled_total{reason="stream_timeout"}') == 2
 
 
 def test_a_stalled_reader_is_closed_and_can_resume(

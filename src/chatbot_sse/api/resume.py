@@ -34,7 +34,7 @@ from chatbot_sse.config import Settings
 from chatbot_sse.errors import InvalidInput, NotFound
 from chatbot_sse.observability.metrics import Metrics
 from chatbot_sse.replies import ReplyHub
-from chatbot_sse.stores.base import Store
+from chatbot_sse.stores.base import Store, reply_state
 
 router = APIRouter()
 
@@ -158,7 +158,7 @@ async def cancel(conversation_id: str, request: Request) -> JSONResponse:
     reply_id = await store.latest_reply(conversation_id)
     if reply_id is None:
         raise NotFound("this conversation has no reply to cancel", code="reply_not_found")
-    state_now = await store.read_events(conversation_id, reply_id, after_seq=1 << 30)
+    state_now = await reply_state(store, conversation_id, reply_id)
     if state_now.finished or not state_now.exists:
         body = {"conversation_id": conversation_id, "reply_id": reply_id, "status": "finished"}
         return JSONResponse(body)

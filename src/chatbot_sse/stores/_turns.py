@@ -13,7 +13,7 @@ from collections.abc import Sequence
 
 from chatbot_sse.domain import Message
 from chatbot_sse.errors import ConversationNotFound, TurnInProgress
-from chatbot_sse.stores.base import LogAppend, ReplyControl, ReplyLog, Store
+from chatbot_sse.stores.base import LogAppend, ReplyControl, ReplyLog, Store, reply_state
 
 
 async def begin_turn(
@@ -34,7 +34,7 @@ async def begin_turn(
             raise ConversationNotFound(f"conversation {conversation_id} does not exist")
         latest = await store.latest_reply(conversation_id)
         if latest is not None and latest != reply_id:
-            state = await store.read_events(conversation_id, latest, after_seq=1 << 30)
+            state = await reply_state(store, conversation_id, latest)
             if state.exists and not state.finished:
                 raise TurnInProgress(conversation_id, latest)
     await store.append_message(message)

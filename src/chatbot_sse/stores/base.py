@@ -108,6 +108,15 @@ class ReplyLog(Protocol):
         """`reply_control` for several `(conversation_id, reply_id)`, in their order."""
 
 
+_PAST_EVERY_SEQ = 1 << 30  # no reply has this many events
+
+
+async def reply_state(log: ReplyLog, conversation_id: str, reply_id: str) -> ReplyEvents:
+    """Whether a reply's log exists and is finished, none of its events read: a cancel,
+    a new turn and a supersede only need to know if the reply is still going."""
+    return await log.read_events(conversation_id, reply_id, after_seq=_PAST_EVERY_SEQ)
+
+
 @dataclass(slots=True, frozen=True)
 class IdempotencyRecord:
     """What a first request with an idempotency key left: its body's hash and its reply."""
