@@ -62,7 +62,8 @@ async def test_a_reply_cancelled_again_while_storing_its_end_still_stores_it_fir
     hub = ReplyHub(store, grace_seconds=1.0)
     service = TurnService(store, SimulatedEngine(0, 0.05), metrics, 10)
     turn = await service.begin("Tell me a story", None, owner=None)
-    live = hub.start(turn.conversation_id, turn.reply_id, encoded_turn(service, turn, 3000))
+    encoded = encoded_turn(service, turn, 3000)
+    live = hub.start(turn.conversation_id, turn.reply_id, encoded.generate, encoded.connected)
     reader = LiveSource(live, 0, hub.close)  # reads it as a response would
 
     async def read_to_end() -> bytes:
@@ -92,4 +93,33 @@ async def test_a_reply_cancelled_again_while_storing_its_end_still_stores_it_fir
     stored = (await store.history(turn.conversation_id))[-1]
     assert (stored.id, stored.status) == (turn.reply_id, MessageStatus.INTERRUPTED)
     await hub.close()
+    await store.close()
+
+
+async def test_connected_is_ready_before_the_reply_runs_and_sent_once() -> None:
+    """`connected` says the message is in: its frame is there as soon as the turn began, for
+    the response to send with its head, not after the engine's first step (two turns of a
+    busy event loop later); the turn itself does not emit it a second time."""
+    store = create_store("memory://")
+    await store.open()
+    hub = ReplyHub(store, grace_seconds=1.0)
+    service = TurnService(store, SimulatedEngine(0, 0), Metrics(), 10)
+    turn = await service.begin("Hello there", None, owner=None)
+    encoded = encoded_turn(service, turn, 3000)
+    live = hub.start(turn.conversation_id, turn.reply_id, encoded.generate, encoded.connected)
+    assert not live.started  # nothing of the reply has run yet
+    assert live.frames == [encoded.connected]
+    assert encoded.connected.startswith(
+        b"retry: 3000\nevent: connected\nid: %s:0\n" % (turn.reply_id.encode())
+    )
+    reader = LiveSource(live, 0, hub.close)
+    got = b""
+    while (batch := await reader.next_batch(10)) is not None:
+        got += batch
+    assert got.count(b"event: connected") == 1
+    assert got.startswith(encoded.connected)
+    assert got.count(b"event: completed") == 1
+    logged = await store.read_events(turn.conversation_id, turn.reply_id)
+    assert [seq for seq, _ in logged.events] == list(range(len(live.frames)))
+    assert logged.events[0][1] == encoded.connected
     await store.close()

@@ -229,14 +229,19 @@ class ReplyHub:
         self._handoff_at = 0.0  # loop time of the handoff, once draining
         self.handoff = Handoff()
 
-    def start(self, conversation_id: str, reply_id: str, generate: Generate) -> LiveReply:
-        """Begin generating a reply in a task of its own; returns it with one reader attached.
+    def start(
+        self, conversation_id: str, reply_id: str, generate: Generate, first: bytes = b""
+    ) -> LiveReply:
+        """Begin generating a reply in a task of its own; returns it with one reader attached,
+        and `first` (its opening frame, known before it runs) already published.
 
         The reply must already be in the log (`Store.begin_turn` entered it, empty, as the
         conversation's latest): once a client has seen any of it, a resume or a cancel
         through any process finds it.
         """
         live = LiveReply(conversation_id, reply_id)
+        if first:
+            live.publish(first)
         live.readers = 1
         self.live[reply_id] = live
         self.by_conversation[conversation_id] = reply_id

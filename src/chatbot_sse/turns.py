@@ -76,6 +76,15 @@ class Turn:
     def stateless(cls, context: Sequence[Message]) -> Turn:
         return cls("", None, new_message_id(), False, context)
 
+    def connected(self) -> TurnEvent:
+        """The event that opens the reply: it says the message is in, so it is known as soon as
+        the turn began, before the engine has run (see `TurnService.run`'s `announced`)."""
+        data: dict[str, Any] = {"type": "connected"}
+        if self.context is None:
+            data["conversation_id"] = self.conversation_id
+            data["message_id"] = self.reply_id
+        return TurnEvent("connected", f"{self.reply_id}:0", data)
+
 
 _CANCEL_MESSAGES = {
     "interrupted": "the reply was stopped: its client left and did not come back in time",
@@ -190,8 +199,14 @@ class TurnService:
         emit: EventSink,
         finish: ReplyFinisher | None = None,
         chunk: ChunkSink | None = None,
+        *,
+        announced: bool = False,
     ) -> None:
         """Generate the reply, emitting `connected`, `message`…, then `completed` or `error`.
+
+        `announced`: the caller delivered `turn.connected()` itself, as soon as the turn
+        began (a reply read through `ReplyHub` sends it with the response's head instead
+        of after the engine's first step: two turns of a busy event loop sooner).
 
         A stored turn's terminal event goes through `finish` with the reply to
         store (default: `store_then_emit(emit)`); a stateless turn's through `emit`.
@@ -211,7 +226,8 @@ class TurnService:
         self.metrics.stream_started()
         log.info("turn_started", conversation_id=turn.conversation_id, message_id=rid)
         try:
-            await emit(TurnEvent("connected", f"{rid}:0", {"type": "connected", **base}))
+            if not announced:
+                await emit(turn.connected())
             context: Sequence[Message]
             if turn.context is not None:
                 context = turn.context

@@ -273,8 +273,8 @@ async def _stored(
     extra = {"conversation_id": turn.conversation_id}
     completion_id = f"chatcmpl-{turn.reply_id}"
     reply = _StoredReply(_Chunks(completion_id, model, extra), parsed.include_usage)
-    generate = encoded_turn(service, turn, settings.sse_retry_ms, reply.observe)
-    live = hub.start(turn.conversation_id, turn.reply_id, generate)
+    encoded = encoded_turn(service, turn, settings.sse_retry_ms, reply.observe)
+    live = hub.start(turn.conversation_id, turn.reply_id, encoded.generate, encoded.connected)
     assert live.task is not None  # started
     live.task.add_done_callback(reply.end)
     if not parsed.stream:
