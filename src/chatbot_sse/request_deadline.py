@@ -15,6 +15,9 @@ closed by uvicorn's shorter keep-alive timeout. On expiry the client gets
 the connection is closed; the app, if it was waiting for the body, sees a
 disconnect.
 
+The same classes write each response's head together with its first body bytes
+(`response_head`).
+
 Wired in everywhere the server is started: `chatbot-sse serve` (`make run`),
 the gunicorn worker (`chatbot_sse.workers.UvicornWorker`) and, for plain
 uvicorn, `--http chatbot_sse.request_deadline:RequestDeadlineProtocol`.
@@ -33,6 +36,7 @@ import orjson
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from chatbot_sse.config import Settings
+from chatbot_sse.response_head import hold_head
 
 __all__ = ["H11DeadlineProtocol", "RequestDeadlineProtocol", "request_timeout_response"]
 
@@ -132,6 +136,10 @@ def _httptools_class() -> type[asyncio.Protocol] | None:
             self._disarm_read_deadline()
             super().connection_lost(exc)
 
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            hold_head(self)
+
         def on_message_begin(self) -> None:
             super().on_message_begin()
             self._reading = True
@@ -171,6 +179,7 @@ class H11DeadlineProtocol(_ReadDeadline, H11Protocol):
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         self._follow_state()
+        hold_head(self)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
