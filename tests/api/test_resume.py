@@ -229,7 +229,7 @@ def test_an_id_ahead_of_a_live_reply_is_refused_at_once(
     start_server: Callable[..., ServerProcess],
 ) -> None:
     """No client can have seen an event the reply has not made: 422, not a silent hang."""
-    server = start_server(TOKEN_DELAY="0.05", DISCONNECT_GRACE_SECONDS="10")
+    server = start_server(TOKEN_DELAY="0.02", DISCONNECT_GRACE_SECONDS="10")  # 160 chunks: 3.2 s
     with open_chat(server, "Tell me a story") as sock:
         first = read_events_until(sock, 2)
         cid = first[0].data["conversation_id"]

@@ -28,7 +28,7 @@ def test_chunks_arrive_paced_not_buffered(
     start_server: Callable[..., ServerProcess],
 ) -> None:
     """With TOKEN_DELAY the first chunk arrives long before the last: nothing buffers."""
-    paced = start_server(RESPONSE_DELAY="0", TOKEN_DELAY="0.05")
+    paced = start_server(RESPONSE_DELAY="0", TOKEN_DELAY="0.01")  # 160 chunks: 1.6 s
     arrivals: list[float] = []
     started = time.monotonic()
     with httpx.stream("POST", paced.url + "/chat", data={"message": "Tell me a story"}) as r:
