@@ -59,6 +59,13 @@ class Cycle:
         self.response_started = False
 
 
+def held(transport: Any) -> Cycle:
+    """A fresh cycle over `transport`, its head held (as `hold_head` leaves it)."""
+    cycle = Cycle(transport)
+    cycle.transport = HeldHead(transport, cycle, asyncio.get_running_loop())
+    return cycle
+
+
 async def pair() -> tuple[asyncio.Transport, Recorder]:
     loop = asyncio.get_running_loop()
     ours, theirs = socket.socketpair()
@@ -83,10 +90,8 @@ async def close(transport: asyncio.Transport, recorder: Recorder) -> None:
 async def test_the_head_and_the_first_body_bytes_are_one_write() -> None:
     transport, recorder = await pair()
     counted = Counted(transport)
-    cycle = Cycle(counted)
-    held = HeldHead(counted, cycle, asyncio.get_running_loop())  # type: ignore[arg-type]
-    cycle.transport = held
-    held.write(b"HTTP/1.1 200 OK\r\n\r\n")
+    cycle = held(counted)
+    cycle.transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
     assert counted.writes == []  # held
     cycle.transport.write(b"first")  # the cycle's next write: through the held head
     assert cycle.transport is counted  # from then on, straight to the socket
@@ -99,8 +104,7 @@ async def test_the_head_and_the_first_body_bytes_are_one_write() -> None:
 
 async def test_a_head_alone_goes_out_when_the_loop_turns() -> None:
     transport, recorder = await pair()
-    cycle = Cycle(transport)
-    cycle.transport = HeldHead(transport, cycle, asyncio.get_running_loop())
+    cycle = held(transport)
     cycle.transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
     await asyncio.sleep(0)  # one turn: no body came in it
     assert cycle.transport is transport
@@ -111,8 +115,7 @@ async def test_a_head_alone_goes_out_when_the_loop_turns() -> None:
 
 async def test_closing_with_a_head_held_sends_it_first() -> None:
     transport, recorder = await pair()
-    cycle = Cycle(transport)
-    cycle.transport = HeldHead(transport, cycle, asyncio.get_running_loop())
+    cycle = held(transport)
     cycle.transport.write(b"HTTP/1.1 500 Internal Server Error\r\n\r\n")
     cycle.transport.close()
     await settle()
@@ -133,9 +136,9 @@ async def test_only_a_cycle_whose_response_has_not_started_is_given_one() -> Non
     fresh = Protocol(Cycle(transport))
     hold_head(fresh)
     assert isinstance(fresh.cycle.transport, HeldHead)  # type: ignore[union-attr]
-    held = fresh.cycle.transport  # type: ignore[union-attr]
+    kept = fresh.cycle.transport  # type: ignore[union-attr]
     hold_head(fresh)  # more of the request arrived: the same one stays
-    assert fresh.cycle.transport is held  # type: ignore[union-attr]
+    assert fresh.cycle.transport is kept  # type: ignore[union-attr]
     started = Cycle(transport)
     started.response_started = True
     answering = Protocol(started)
