@@ -215,6 +215,39 @@ def test_two_tabs_keep_their_own_conversations(context: BrowserContext, open_tab
     assert grace.transcript() == ada.transcript()
 
 
+def test_a_second_tab_follows_the_reply_live_and_a_message_there_replaces_it(
+    context: BrowserContext, open_tab: OpenTab
+) -> None:
+    ada = open_tab(context)
+    ada.chat("Hello, my name is Ada")
+    other = open_tab(context)
+    other.page.locator(".conversation-open", has_text="Ada").click()
+    expect(other.messages).to_have_count(2)
+
+    ada.send("/simulate slow")
+    followed = other.replies.nth(1)  # the other tab shows the reply as it streams
+    expect(followed).to_have_attribute("data-state", "streaming")
+    expect(followed.locator(".message-body")).to_have_text(re.compile(r"\w+ \w+ \w+"))
+    expect(other.page.locator("#send")).to_be_visible()  # and may still send
+    expect(other.page.locator("#stop")).to_be_visible()
+
+    other.send("What is my name?")  # replaces the reply still coming, as the server does
+    assert "Ada" in other.reply(3).locator(".message-body").inner_text()
+    replaced = "Replaced by a newer message"
+    expect(ada.replies.nth(1).locator(".message-tag")).to_have_text(replaced)
+    # The first tab catches up with the turn that replaced its reply; both tabs end showing
+    # what the server stored, the replaced reply with what it had said.
+    expect(ada.messages).to_have_count(6)
+    expect(ada.replies.last).to_have_attribute("data-state", "done")
+    expect(other.replies.nth(1)).to_have_attribute("data-state", "superseded")
+    expect(other.replies.nth(1).locator(".message-tag")).to_have_text(replaced)
+    assert ada.replies.nth(1).locator(".message-body").inner_text().strip()
+    expect(other.page.locator("#connection")).to_have_attribute("data-state", "idle")
+    assert ada.transcript() == other.transcript()
+    expect(ada.page.locator("#send")).to_be_visible()
+    expect(ada.page.locator("#stop")).to_be_hidden()
+
+
 # ---- safety ----------------------------------------------------------------------------
 
 

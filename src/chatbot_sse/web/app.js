@@ -6,6 +6,11 @@
  * cancel the reply; switching conversation only stops reading a running turn (the server may
  * finish it, and the history will show it). The tab's active conversation survives a reload
  * (sessionStorage) and its messages are reloaded from the server's history.
+ *
+ * Tabs showing the same conversation keep up with each other: a turn another tab starts is
+ * followed here as it streams, and a message sent here while following one replaces it, as
+ * the server does (the other reply ends `superseded`, kept with what it had said). A tab
+ * whose own turn was running when another tab wrote reloads the conversation once it ends.
  */
 
 import { ChatError, cancelReply, fetchHistory, followReply, isAbort, streamTurn } from "./client.js";
@@ -41,6 +46,12 @@ const state = {
   /** @type {AbortController | null} */ loading: null,
   /** when this tab last saw its conversation's messages (ms), to notice other tabs' turns */
   syncedAt: 0,
+  /** the running turn follows a reply another tab (or an earlier page) started */
+  following: false,
+  /** a followed turn this tab left to send a message that replaces it */
+  /** @type {AbortController | null} */ replaced: null,
+  /** another tab wrote to this conversation while a turn ran here: reload it after */
+  stale: false,
 };
 
 /** Redraw the conversation list around this tab's conversation. */
@@ -60,12 +71,27 @@ function renderList() {
   });
 }
 
-// Another tab changed the list: redraw it, and reload our conversation if that tab added to it.
+// Another tab changed the list: redraw it, and reload our conversation if that tab added to it
+// (once this tab's own turn, if one is running, has ended).
 onChange(() => {
   renderList();
   const rec = state.conversationId ? getConversation(state.conversationId) : null;
-  if (rec && rec.updatedAt > state.syncedAt && !state.turn) void openConversation(rec.id, true);
+  if (!rec || rec.updatedAt <= state.syncedAt) return;
+  if (state.turn) state.stale = true;
+  else void openConversation(rec.id, true);
 });
+
+/** A turn ended: clear it, and catch up with what other tabs wrote meanwhile. */
+function endTurn() {
+  state.turn = null;
+  state.turnConversation = null;
+  state.following = false;
+  setBusy(false);
+  if (state.stale) {
+    state.stale = false;
+    if (state.conversationId) void openConversation(state.conversationId, true);
+  }
+}
 
 // ---- conversations -----------------------------------------------------------------------
 
@@ -103,6 +129,7 @@ async function openConversation(id, quiet = false) {
   state.loading?.abort();
   const loading = new AbortController();
   state.loading = loading;
+  state.stale = false;
   state.conversationId = id;
   setActiveConversation(id);
   renderList();
@@ -127,8 +154,9 @@ async function openConversation(id, quiet = false) {
     state.syncedAt = startedAt;
     setConnection("idle");
     if (!quiet) scrollToEnd(true);
-    // Reloaded while a reply was being written: it is not stored yet, so follow it live.
-    if (!quiet && messages.at(-1)?.role === "user") {
+    // A reply is being written (reloaded mid-reply, or another tab's turn): it is not stored
+    // yet, so follow it live.
+    if (messages.at(-1)?.role === "user") {
       void follow(id, new Set(messages.map((m) => m.id)), loading);
     }
   } catch (err) {
@@ -160,7 +188,9 @@ async function openConversation(id, quiet = false) {
 function storedState(message) {
   const status = message.status ?? "complete";
   if (status === "complete") return "done";
-  if (status === "interrupted" && message.meta?.finish_reason === "cancelled") return "stopped";
+  const reason = message.meta?.finish_reason;
+  if (status === "interrupted" && reason === "cancelled") return "stopped";
+  if (status === "interrupted" && reason === "superseded") return "superseded";
   return status;
 }
 
@@ -176,7 +206,8 @@ async function follow(conversationId, known, loading) {
   const turn = new AbortController();
   state.turn = turn;
   state.turnConversation = conversationId;
-  setBusy(true);
+  state.following = true;
+  setBusy(true, true);
   /** @type {ReturnType<typeof addAssistantMessage> | null} */
   let reply = null;
   /** @type {"connecting" | "streaming" | "reconnecting" | null} */
@@ -205,16 +236,18 @@ async function follow(conversationId, known, loading) {
       announce("Reply finished.");
     }
   } catch (err) {
-    if (reply && isAbort(err)) reply.finish("stopped");
+    if (reply && isAbort(err)) reply.finish(state.replaced === turn ? "superseded" : "stopped");
     else if (reply && err instanceof ChatError) {
       if (err.partial) reply.setContent(err.partial);
-      reply.fail("Reply failed.", err.message, null);
+      if (err.code === "superseded") {
+        reply.finish("superseded");
+        state.stale = true; // show the turn that replaced it
+      } else reply.fail("Reply failed.", err.message, null);
     }
   } finally {
+    if (state.replaced === turn) state.replaced = null;
     if (state.turn === turn) {
-      state.turn = null;
-      state.turnConversation = null;
-      setBusy(false);
+      endTurn();
       if (!state.loading) setConnection("idle");
     }
   }
@@ -225,7 +258,15 @@ async function follow(conversationId, known, loading) {
  * @param {string} text
  */
 async function send(text) {
-  if (state.turn) return;
+  if (state.turn && !state.following) return;
+  if (state.turn) {
+    // Following a reply started elsewhere: this message replaces it (the server supersedes
+    // it), and the conversation is reloaded after, to show that reply as it was stored.
+    state.replaced = state.turn;
+    leaveTurn();
+    state.following = false;
+    state.stale = true;
+  }
   state.loading?.abort();
   hideNotice();
   ui.welcome.hidden = true;
@@ -237,7 +278,7 @@ async function send(text) {
   setBusy(true);
   announce("Sent. The assistant is replying.");
   const retry = () => {
-    if (state.turn) return; // one turn at a time; the button stays for later
+    if (state.turn && !state.following) return; // one turn at a time; the button stays for later
     userItem.remove();
     reply.item.remove();
     void send(text);
@@ -281,9 +322,7 @@ async function send(text) {
     }
   } finally {
     if (state.turn === turn) {
-      state.turn = null;
-      state.turnConversation = null;
-      setBusy(false);
+      endTurn();
       if (!state.loading) setConnection(connection); // else a conversation is loading: say so
       if (!document.activeElement || document.activeElement === document.body) ui.input.focus();
     }
@@ -300,8 +339,15 @@ async function send(text) {
  * @returns {ConnectionState}
  */
 function failTurn(err, text, userItem, reply, retry) {
-  announce(`The reply failed: ${err.message}`);
   if (err.partial) reply.setContent(err.partial);
+  if (err.code === "superseded") {
+    // A message sent from another tab replaced it; the conversation reloads when this ends.
+    reply.finish("superseded");
+    announce("The reply was replaced by a newer message.");
+    state.stale = true;
+    return "idle";
+  }
+  announce(`The reply failed: ${err.message}`);
   if (err.status === 404) {
     // The server no longer knows this conversation: offer to carry on in a new one.
     if (state.conversationId) removeConversation(state.conversationId);
@@ -338,7 +384,7 @@ ui.input.addEventListener("keydown", (event) => {
 ui.composer.addEventListener("submit", (event) => {
   event.preventDefault();
   const text = ui.input.value.trim();
-  if (!text || state.turn) return;
+  if (!text || (state.turn && !state.following)) return;
   ui.input.value = "";
   autosize();
   void send(text);

@@ -72,8 +72,8 @@ export function addAssistantMessage(initial = {}) {
       item.dataset.messageId = messageId;
     },
     /**
-     * Mark the reply finished: `done`, `stopped` (by the user) or `interrupted`/`failed`
-     * (as stored by the server).
+     * Mark the reply finished: `done`, `stopped` (by the user), `superseded` (by a newer
+     * message) or `interrupted`/`failed` (as stored by the server).
      * @param {string} state
      */
     finish(state) {
@@ -81,7 +81,12 @@ export function addAssistantMessage(initial = {}) {
       item.dataset.state = state;
       item.removeAttribute("aria-busy");
       render();
-      const note = { stopped: "Stopped", interrupted: "Interrupted", failed: "Failed" }[state] ??
+      const note = {
+        stopped: "Stopped",
+        superseded: "Replaced by a newer message",
+        interrupted: "Interrupted",
+        failed: "Failed",
+      }[state] ??
         (state === "done" || state === "error" ? "" : state.charAt(0).toUpperCase() + state.slice(1));
       if (note) meta.prepend(tag(note));
     },

@@ -138,10 +138,13 @@ export function sidebarIsOpen() {
 
 // ---- composer ----------------------------------------------------------------------------
 
-/** @param {boolean} busy */
-export function setBusy(busy) {
+/**
+ * @param {boolean} busy a reply is coming: Stop shows
+ * @param {boolean} [canSend] and a message may still be sent (it would replace the reply)
+ */
+export function setBusy(busy, canSend = false) {
   ui.composer.dataset.busy = String(busy);
-  ui.send.hidden = busy;
+  ui.send.hidden = busy && !canSend;
   ui.stop.hidden = !busy;
 }
 
