@@ -56,7 +56,7 @@ def create_app(settings: Settings | None = None) -> ChatbotApp:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=origins,
-            allow_methods=["GET", "POST", "OPTIONS"],
+            allow_methods=["GET", "POST", "DELETE", "OPTIONS"],
             allow_headers=CORS_ALLOW_HEADERS,
             expose_headers=CORS_EXPOSE_HEADERS,
             allow_credentials=False,  # keys travel in headers, never in cookies

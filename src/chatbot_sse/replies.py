@@ -426,10 +426,13 @@ class ReplyHub:
         live.task.cancel(reason)
         return True
 
-    async def supersede(self, conversation_id: str, reply_id: str) -> None:
-        """A newer message replaces the reply still generating in its conversation: stop it
-        (`superseded` here; a cancel request to the process generating it elsewhere) and
-        return once it ended, its partial reply stored and its log finished.
+    async def supersede(
+        self, conversation_id: str, reply_id: str, reason: str = "superseded"
+    ) -> None:
+        """A newer message replaces the reply still generating in its conversation (or the
+        conversation is being deleted: `reason` "deleted"): stop it (with `reason` here; a
+        cancel request to the process generating it elsewhere) and return once it ended, its
+        partial reply stored and its log finished.
 
         A reply generated nowhere any more (its process was killed) never ends by itself:
         after `SUPERSEDE_WAIT`, far longer than a live generator takes to see a cancel
@@ -440,7 +443,7 @@ class ReplyHub:
         """
         live = self.live.get(reply_id)
         if live is not None:
-            self.cancel(live, "superseded")
+            self.cancel(live, reason)
             if live.task is not None:
                 await asyncio.wait({live.task}, timeout=SUPERSEDE_WAIT)
                 if live.task.done() and not live.logged_end:  # ended, but its end not stored

@@ -92,8 +92,9 @@ _CANCEL_MESSAGES = {
     "shutdown": "the server shut down during the reply; send the message again",
     "stream_timeout": "the reply ran longer than this server allows and was stopped",
     "superseded": "a newer message in this conversation replaced this reply",
+    "deleted": "the conversation was deleted",
 }
-_NOT_RETRYABLE = frozenset({"cancelled", "stream_timeout", "superseded"})
+_NOT_RETRYABLE = frozenset({"cancelled", "stream_timeout", "superseded", "deleted"})
 
 
 def _approx_tokens(text: str) -> int:

@@ -119,6 +119,64 @@ async def test_history_limit_keeps_the_newest_oldest_first(store: Store) -> None
         await store.history(conversation_id, limit=-1)
 
 
+async def test_history_pages_walk_back_from_the_newest(store: Store) -> None:
+    conversation_id = await new_conversation(store)
+    sent = [message(conversation_id, f"m{i}") for i in range(7)]
+    for m in sent:
+        await store.append_message(m)
+    newest = await store.history_page(conversation_id, limit=3)
+    assert (newest.messages, newest.start) == (sent[4:], 4)
+    middle = await store.history_page(conversation_id, limit=3, before=newest.start)
+    assert (middle.messages, middle.start) == (sent[1:4], 1)
+    oldest = await store.history_page(conversation_id, limit=3, before=middle.start)
+    assert (oldest.messages, oldest.start) == (sent[:1], 0)
+    assert (await store.history_page(conversation_id, limit=3, before=0)).messages == []
+    everything = await store.history_page(conversation_id, limit=100)
+    assert (everything.messages, everything.start) == (sent, 0)
+    beyond = await store.history_page(conversation_id, limit=2, before=50)  # past the end
+    assert (beyond.messages, beyond.start) == (sent[5:], 5)
+    # A page's index stays valid as the conversation grows at its end.
+    await store.append_message(message(conversation_id, "later"))
+    again = await store.history_page(conversation_id, limit=3, before=newest.start)
+    assert (again.messages, again.start) == (sent[1:4], 1)
+    unknown = await store.history_page(new_conversation_id(), limit=3)
+    assert (unknown.messages, unknown.start) == ([], 0)
+    for bad in ({"limit": 0}, {"limit": -1}, {"limit": 2, "before": -1}):
+        with pytest.raises(ValueError, match=r"limit|before"):
+            await store.history_page(conversation_id, **bad)
+
+
+async def test_delete_conversation_removes_it_and_its_replies(store: Store) -> None:
+    conversation_id, kept = await new_conversation(store), await new_conversation(store)
+    user = message(conversation_id, "hi")
+    await store.append_message(user)
+    reply = message(conversation_id, "a", Role.ASSISTANT)
+    finished, running = reply.id, new_message_id()  # a stored reply's log has its message's id
+    await store.append_events(conversation_id, finished, [(0, b"data: a\n\n")], finished=True)
+    await store.append_message(reply)
+    await store.append_events(conversation_id, running, [(0, b"data: b\n\n")])
+    other = message(kept, "stays")
+    await store.append_message(other)
+    await store.append_events(kept, new_message_id(), [(0, b"data: c\n\n")])
+
+    assert await store.delete_conversation(conversation_id) is True
+    assert await store.get_conversation(conversation_id) is None
+    assert await store.history(conversation_id) == []
+    for reply_id in (finished, running):
+        assert not (await store.read_events(conversation_id, reply_id)).exists
+    assert await store.latest_reply(conversation_id) is None
+    assert await store.delete_conversation(conversation_id) is False  # gone already
+    assert await store.delete_conversation(new_conversation_id()) is False
+    with pytest.raises(ConversationNotFound):
+        await store.append_message(message(conversation_id, "too late"))
+    # Its message ids are free again, and other conversations are untouched.
+    await store.create_conversation(conversation_id, T0)
+    await store.append_message(user)
+    assert await store.history(conversation_id) == [user]
+    assert await store.history(kept) == [other]
+    assert await store.latest_reply(kept) is not None
+
+
 @pytest.mark.parametrize("role", list(Role))
 @pytest.mark.parametrize("status", list(MessageStatus))
 async def test_roles_and_statuses_round_trip(

@@ -62,6 +62,8 @@ SCRIPTS = {
     "hit": layout.HIT,
     "acquire": layout.ACQUIRE_SLOT,
     "remember": layout.REMEMBER,
+    "history_page": layout.HISTORY_PAGE,
+    "delete": layout.DELETE_CONVERSATION,
 }
 
 

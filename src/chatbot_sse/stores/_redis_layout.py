@@ -46,7 +46,9 @@ __all__ = [
     "APPEND_MESSAGE",
     "BEGIN_TURN",
     "CREATE_CONVERSATION",
+    "DELETE_CONVERSATION",
     "FINISH_TURN",
+    "HISTORY_PAGE",
     "HIT",
     "REMEMBER",
     "SET_CONTROL",
@@ -242,6 +244,39 @@ append_events({KEYS[5], KEYS[6], KEYS[4]}, events)
 return 0
 """
 )
+
+HISTORY_PAGE = """
+-- KEYS: msgs. ARGV: limit (>= 1), before (-1: none). {start, the messages [start, end)}:
+-- the count and the range read at one instant.
+local total = redis.call('LLEN', KEYS[1])
+local stop = tonumber(ARGV[2])
+if stop < 0 or stop > total then stop = total end
+local start = math.max(0, stop - tonumber(ARGV[1]))
+local out = {start}
+if stop > start then
+  for _, message in ipairs(redis.call('LRANGE', KEYS[1], start, stop - 1)) do
+    out[#out + 1] = message
+  end
+end
+return out
+"""
+
+DELETE_CONVERSATION = """
+-- KEYS: conv, msgs, ids, latest. 1 if deleted, 0 if there was no such conversation.
+-- The logs of its replies go too: every message id may name one (a reply's id is its
+-- message's), and the latest reply has no message yet while it runs. Their keys share the
+-- conversation's hash tag (its slot), so they are named here from the conversation's base.
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+local base = string.sub(KEYS[1], 1, -5) .. 'reply:'
+local ids = redis.call('SMEMBERS', KEYS[3])
+local latest = redis.call('GET', KEYS[4])
+if latest then ids[#ids + 1] = latest end
+for _, id in ipairs(ids) do
+  redis.call('DEL', base .. id .. ':events', base .. id .. ':ctl')
+end
+redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+return 1
+"""
 
 SET_CONTROL = """
 -- KEYS: ctl. ARGV: field, value. Only for a reply that is kept: never resurrects one.

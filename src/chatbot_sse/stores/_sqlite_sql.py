@@ -40,11 +40,14 @@ from chatbot_sse.domain import Message, MessageStatus, Role
 from chatbot_sse.errors import StoreUnavailable
 
 __all__ = [
+    "COUNT_MESSAGES",
     "INSERT_MESSAGE",
     "SCHEMA",
     "SCHEMA_VERSION",
     "SELECT_ALL",
     "SELECT_NEWEST",
+    "SELECT_RANGE",
+    "delete_conversation",
     "message_from_row",
     "message_params",
     "prepare",
@@ -124,7 +127,26 @@ SELECT_NEWEST = (
     " WHERE conversation_id = ? ORDER BY seq DESC LIMIT ?) ORDER BY seq"
 )
 
+SELECT_RANGE = (
+    f"SELECT {COLUMNS} FROM messages WHERE conversation_id = ?"  # noqa: S608 - constant
+    " ORDER BY seq LIMIT ? OFFSET ?"
+)
+COUNT_MESSAGES = "SELECT COUNT(*) FROM messages WHERE conversation_id = ?"
+
 Row = tuple[str, str, str, str, float, str, str]
+
+
+def delete_conversation(conn: sqlite3.Connection, conversation_id: str) -> bool:
+    """Every row of the conversation, its reply log's included; False if it did not exist.
+    Messages first: they reference the conversation."""
+    conn.execute("DELETE FROM messages WHERE conversation_id = ?", (conversation_id,))
+    conn.execute(
+        "DELETE FROM reply_events WHERE reply IN (SELECT id FROM replies WHERE conversation_id = ?)",
+        (conversation_id,),
+    )
+    conn.execute("DELETE FROM replies WHERE conversation_id = ?", (conversation_id,))
+    deleted = conn.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,))
+    return deleted.rowcount > 0
 
 
 @contextlib.contextmanager

@@ -118,6 +118,27 @@ async def reply_state(log: ReplyLog, conversation_id: str, reply_id: str) -> Rep
 
 
 @dataclass(slots=True, frozen=True)
+class HistoryPage:
+    """Some of a conversation's messages, oldest first, and where they sit in it."""
+
+    messages: list[Message]
+    start: int
+    """The index of `messages[0]` among all the conversation's messages (0: its first), or
+    where the page would have begun if it is empty: messages before it exist when > 0."""
+
+
+def page_bounds(total: int, limit: int, before: int | None) -> tuple[int, int]:
+    """`[start, end)` of the newest `limit` of the first `before` of `total` messages (of all
+    of them when `before` is None): what every store's `history_page` returns."""
+    if limit < 1:
+        raise ValueError(f"limit must be >= 1, not {limit}")
+    if before is not None and before < 0:
+        raise ValueError(f"before must be >= 0, not {before}")
+    end = total if before is None else min(before, total)
+    return max(0, end - limit), end
+
+
+@dataclass(slots=True, frozen=True)
 class IdempotencyRecord:
     """What a first request with an idempotency key left: its body's hash and its reply."""
 
@@ -200,6 +221,20 @@ class Store(ReplyLog, Guards, Protocol):
 
     async def history(self, conversation_id: str, limit: int | None = None) -> list[Message]:
         """Messages oldest first; with `limit`, only the newest `limit` of them."""
+
+    async def history_page(
+        self, conversation_id: str, limit: int, before: int | None = None
+    ) -> HistoryPage:
+        """The newest `limit` (>= 1) messages among those with an index below `before` (all
+        of them when None), oldest first: a long conversation read a page at a time, newest
+        page first. A message's index is its position in the conversation (0: the first);
+        messages are only ever appended, so an index stays valid while the conversation
+        grows. Empty for an unknown conversation (the caller checks that it exists)."""
+
+    async def delete_conversation(self, conversation_id: str) -> bool:
+        """Delete the conversation, its messages and its replies' logs, at once and for good;
+        False if it did not exist. A reply still generating is the caller's to stop first:
+        storing it would fail (the conversation is gone)."""
 
     async def begin_turn(
         self,

@@ -34,7 +34,14 @@ from chatbot_sse.domain import Conversation, Message
 from chatbot_sse.errors import ConversationNotFound, StoreUnavailable
 from chatbot_sse.stores import _turns
 from chatbot_sse.stores._retention import ABANDONED_AFTER, PRUNE_EVERY, check_retention
-from chatbot_sse.stores.base import IdempotencyRecord, LogAppend, ReplyControl, ReplyEvents
+from chatbot_sse.stores.base import (
+    HistoryPage,
+    IdempotencyRecord,
+    LogAppend,
+    ReplyControl,
+    ReplyEvents,
+    page_bounds,
+)
 
 __all__ = ["MemoryStore", "from_url"]
 
@@ -148,6 +155,26 @@ class MemoryStore:
         if limit is not None:
             messages = messages[-limit:] if limit else []
         return [dataclasses.replace(m, meta=_json_copy(m.meta)) if m.meta else m for m in messages]
+
+    async def history_page(
+        self, conversation_id: str, limit: int, before: int | None = None
+    ) -> HistoryPage:
+        self._check_open()
+        messages = self._messages.get(conversation_id, [])
+        start, end = page_bounds(len(messages), limit, before)
+        page = [dataclasses.replace(m, meta=_json_copy(m.meta)) for m in messages[start:end]]
+        return HistoryPage(page, start)
+
+    async def delete_conversation(self, conversation_id: str) -> bool:
+        self._check_open()
+        if self._conversations.pop(conversation_id, None) is None:
+            return False
+        for message in self._messages.pop(conversation_id, []):
+            self._message_ids.discard(message.id)
+        for key in [key for key in self._replies if key[0] == conversation_id]:
+            self._replies.pop(key).wake()  # a follower waiting on it finds it gone
+        self._latest.pop(conversation_id, None)
+        return True
 
     async def begin_turn(
         self,

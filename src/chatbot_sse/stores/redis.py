@@ -27,7 +27,14 @@ from chatbot_sse.errors import ConversationNotFound, TurnInProgress
 from chatbot_sse.stores import _redis_layout as layout
 from chatbot_sse.stores._redis_client import RedisClient
 from chatbot_sse.stores._retention import ABANDONED_AFTER, check_retention
-from chatbot_sse.stores.base import IdempotencyRecord, LogAppend, ReplyControl, ReplyEvents
+from chatbot_sse.stores.base import (
+    HistoryPage,
+    IdempotencyRecord,
+    LogAppend,
+    ReplyControl,
+    ReplyEvents,
+    page_bounds,
+)
 
 __all__ = ["RedisStore", "from_url"]
 
@@ -146,6 +153,23 @@ class RedisStore:
                 return []
             raw = await client.lrange(self._keys(conversation_id).msgs, -limit if limit else 0, -1)
         return [layout.decode_message(conversation_id, item) for item in raw]
+
+    async def history_page(
+        self, conversation_id: str, limit: int, before: int | None = None
+    ) -> HistoryPage:
+        page_bounds(0, limit, before)  # the arguments' checks
+        keys = self._keys(conversation_id)
+        async with self._redis.use():
+            start, *raw = await self._redis.scripts["history_page"](
+                keys=[keys.msgs], args=[limit, -1 if before is None else before]
+            )
+        return HistoryPage([layout.decode_message(conversation_id, item) for item in raw], start)
+
+    async def delete_conversation(self, conversation_id: str) -> bool:
+        keys = self._keys(conversation_id)
+        async with self._redis.use(), self._redis.in_order(keys.base):
+            deleted = await self._redis.scripts["delete"](keys=keys.turn())
+        return bool(deleted)
 
     # --- the reply log ----------------------------------------------------------------------
 

@@ -59,14 +59,24 @@ from chatbot_sse.stores._sqlite_batch import GroupCommit
 from chatbot_sse.stores._sqlite_follow import LogWatch, Progress
 from chatbot_sse.stores._sqlite_reader import ReadConnection
 from chatbot_sse.stores._sqlite_sql import (
+    COUNT_MESSAGES,
     SCHEMA_VERSION,
     SELECT_ALL,
     SELECT_NEWEST,
+    SELECT_RANGE,
+    delete_conversation,
     message_from_row,
     prepare,
 )
 from chatbot_sse.stores._sqlite_writer_lock import WriterLock
-from chatbot_sse.stores.base import IdempotencyRecord, LogAppend, ReplyControl, ReplyEvents
+from chatbot_sse.stores.base import (
+    HistoryPage,
+    IdempotencyRecord,
+    LogAppend,
+    ReplyControl,
+    ReplyEvents,
+    page_bounds,
+)
 
 __all__ = ["SCHEMA_VERSION", "SQLiteStore", "from_url"]
 
@@ -289,6 +299,26 @@ class SQLiteStore:
             return [message_from_row(row) for row in rows]
 
         return await self._read(select)
+
+    async def history_page(
+        self, conversation_id: str, limit: int, before: int | None = None
+    ) -> HistoryPage:
+        page_bounds(0, limit, before)  # the arguments' checks, before the thread
+
+        def select(conn: sqlite3.Connection) -> HistoryPage:
+            (total,) = conn.execute(COUNT_MESSAGES, (conversation_id,)).fetchone()
+            start, end = page_bounds(total, limit, before)
+            rows = conn.execute(SELECT_RANGE, (conversation_id, end - start, start))
+            return HistoryPage([message_from_row(row) for row in rows], start)
+
+        return await self._read(select)
+
+    async def delete_conversation(self, conversation_id: str) -> bool:
+        deleted = await self._write(
+            lambda conn: delete_conversation(conn, conversation_id), durable=True
+        )
+        self._wake()  # followers of its replies find them gone
+        return deleted
 
     # --- the reply log ---------------------------------------------------------------------
 
