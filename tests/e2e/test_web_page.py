@@ -248,6 +248,54 @@ def test_a_second_tab_follows_the_reply_live_and_a_message_there_replaces_it(
     expect(ada.page.locator("#stop")).to_be_hidden()
 
 
+def test_deleting_a_conversation_asks_then_deletes_it_on_the_server(
+    context: BrowserContext, open_tab: OpenTab, web_server: str
+) -> None:
+    ada = open_tab(context)
+    ada.chat("Hello, my name is Ada")
+    cid = ada.page.evaluate("sessionStorage.getItem('chatbot-sse:active')")
+    other = open_tab(context)
+    other.page.locator(".conversation-open", has_text="Ada").click()
+    expect(other.messages).to_have_count(2)
+    history = f"{web_server}/conversations/{cid}/history"
+
+    delete = ada.page.get_by_role("button", name="Delete “Hello, my name is Ada”")
+    dialog = ada.page.locator("#delete-dialog")
+    delete.click()
+    expect(dialog).to_be_visible()
+    expect(dialog).to_contain_text("“Hello, my name is Ada” and all its messages")
+    dialog.get_by_role("button", name="Cancel").click()  # changed their mind
+    expect(dialog).to_be_hidden()
+    expect(ada.messages).to_have_count(2)
+    assert get(history)[0] == 200
+
+    def refuse(route: Route) -> None:
+        if route.request.method != "DELETE":
+            route.continue_()
+            return
+        body = {"error": {"code": "store_unavailable", "message": "The store is down."}}
+        route.fulfill(status=503, content_type="application/json", body=json.dumps(body))
+
+    ada.page.route("**/conversations/*", refuse)
+    delete.click()
+    dialog.get_by_role("button", name="Delete").click()
+    notice = ada.page.locator("#notice")
+    expect(notice).to_contain_text("Couldn't delete “Hello, my name is Ada”. The store is down.")
+    expect(ada.page.locator(".conversation")).to_have_count(1)  # kept: it is still there
+    ada.page.unroute("**/conversations/*", refuse)
+    notice.get_by_role("button", name="Try again").click()  # asks again
+    dialog.get_by_role("button", name="Delete").click()
+
+    expect(ada.page.locator(".conversation")).to_have_count(0)
+    expect(ada.messages).to_have_count(0)
+    expect(ada.page.locator("#welcome")).to_be_visible()
+    assert get(history)[0] == 404
+    # Another tab showing it closes it and says why.
+    expect(other.page.locator(".conversation")).to_have_count(0)
+    expect(other.messages).to_have_count(0)
+    expect(other.page.locator("#notice")).to_contain_text("This conversation was deleted")
+
+
 # ---- safety ----------------------------------------------------------------------------
 
 

@@ -13,10 +13,19 @@
  * whose own turn was running when another tab wrote reloads the conversation once it ends.
  */
 
-import { ChatError, cancelReply, fetchHistory, followReply, isAbort, streamTurn } from "./client.js";
+import {
+  ChatError,
+  cancelReply,
+  deleteConversation,
+  fetchHistory,
+  followReply,
+  isAbort,
+  streamTurn,
+} from "./client.js";
 import {
   activeConversation,
   getConversation,
+  isRemoved,
   onChange,
   removeConversation,
   setActiveConversation,
@@ -28,6 +37,7 @@ import {
   announce,
   autosize,
   closeSidebar,
+  confirmDelete,
   hideNotice,
   setBusy,
   setConnection,
@@ -62,19 +72,43 @@ function renderList() {
       if (id !== state.conversationId) void openConversation(id);
       ui.input.focus();
     },
-    remove: (id) => {
-      removeConversation(id);
-      if (id === state.conversationId) newChat();
-      renderList();
-      ui.newChat.focus();
-    },
+    remove: (id) => void deleteChat(id),
   });
+}
+
+/**
+ * Delete a conversation on the server, once the person confirms, then from the list.
+ * @param {string} id
+ */
+async function deleteChat(id) {
+  const title = getConversation(id)?.title || "Untitled conversation";
+  if (!(await confirmDelete(title))) return;
+  try {
+    await deleteConversation(id); // a reply it is still writing is stopped by the server
+  } catch (err) {
+    const message = err instanceof ChatError ? err.message : String(err);
+    showNotice(`Couldn't delete “${title}”. ${message}`, {
+      label: "Try again",
+      run: () => void deleteChat(id),
+    });
+    return;
+  }
+  removeConversation(id);
+  if (id === state.conversationId) newChat();
+  renderList();
+  announce(`Deleted “${title}”.`);
+  ui.newChat.focus();
 }
 
 // Another tab changed the list: redraw it, and reload our conversation if that tab added to it
 // (once this tab's own turn, if one is running, has ended).
 onChange(() => {
   renderList();
+  if (state.conversationId && isRemoved(state.conversationId)) {
+    newChat(); // deleted in another tab: it is gone from the server too
+    showNotice("This conversation was deleted, so it was closed.");
+    return;
+  }
   const rec = state.conversationId ? getConversation(state.conversationId) : null;
   if (!rec || rec.updatedAt <= state.syncedAt) return;
   if (state.turn) state.stale = true;

@@ -263,6 +263,18 @@ export async function fetchHistory(conversationId, signal) {
   return Array.isArray(body.messages) ? body.messages : [];
 }
 
+/**
+ * Delete a conversation on the server, for good; resolves once it is gone (a 404 means it
+ * already was). A reply it was still generating ends with the `error` event `deleted`.
+ * @param {string} conversationId
+ */
+export async function deleteConversation(conversationId) {
+  const response = await fetchOrFail(`/conversations/${encodeURIComponent(conversationId)}`, {
+    method: "DELETE",
+  });
+  if (!response.ok && response.status !== 404) throw await errorFrom(response);
+}
+
 /** `fetch`, with network failures turned into a retryable ChatError. */
 async function fetchOrFail(url, init) {
   try {

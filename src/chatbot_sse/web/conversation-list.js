@@ -1,6 +1,6 @@
 /**
  * The conversation list in the sidebar, drawn from the browser's stored list: one button per
- * conversation (the current one marked `aria-current`) and one to remove it from the list.
+ * conversation (the current one marked `aria-current`) and one to delete it.
  */
 
 import { getConversation, listConversations } from "./conversations.js";
@@ -35,7 +35,8 @@ export function renderList(activeId, actions) {
       const remove = document.createElement("button");
       remove.type = "button";
       remove.className = "icon-button conversation-remove";
-      remove.setAttribute("aria-label", `Remove “${title.textContent}” from the list`);
+      remove.setAttribute("aria-label", `Delete “${title.textContent}”`);
+      remove.title = "Delete";
       remove.textContent = "×";
       remove.addEventListener("click", () => actions.remove(rec.id));
       li.append(open, remove);

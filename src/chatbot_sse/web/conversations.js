@@ -75,6 +75,14 @@ export function listConversations() {
     .sort((a, b) => b.updatedAt - a.updatedAt);
 }
 
+/**
+ * Whether a conversation was removed from the list (deleted, or found gone from the server).
+ * @param {string} id
+ */
+export function isRemoved(id) {
+  return readAll()[id]?.deleted === true;
+}
+
 /** @param {string} id */
 export function getConversation(id) {
   const rec = readAll()[id];

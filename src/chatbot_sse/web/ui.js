@@ -28,6 +28,8 @@ export const ui = {
   send: $("send"),
   stop: $("stop"),
   announcer: $("announcer"),
+  deleteDialog: /** @type {HTMLDialogElement} */ ($("delete-dialog")),
+  deleteText: $("delete-text"),
 };
 
 // ---- connection indicator and announcements ----------------------------------------------
@@ -137,6 +139,24 @@ export function sidebarIsOpen() {
 }
 
 // ---- composer ----------------------------------------------------------------------------
+
+/**
+ * Ask before deleting a conversation on the server; resolves true to go ahead.
+ * @param {string} title
+ * @returns {Promise<boolean>}
+ */
+export function confirmDelete(title) {
+  const dialog = ui.deleteDialog;
+  ui.deleteText.textContent =
+    `“${title}” and all its messages will be deleted from the server, for good. ` +
+    "Other tabs and devices that have it open lose it too.";
+  return new Promise((resolve) => {
+    dialog.addEventListener("close", () => resolve(dialog.returnValue === "delete"), { once: true });
+    dialog.returnValue = "";
+    dialog.showModal();
+    /** @type {HTMLButtonElement} */ (dialog.querySelector("[data-close-dialog]")).focus();
+  });
+}
 
 /**
  * @param {boolean} busy a reply is coming: Stop shows
