@@ -69,13 +69,20 @@ def wait_healthy(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: fl
 
 
 @pytest.fixture(scope="session")
-def web_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def web_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The live server's SQLite file: a test may write a long conversation into it directly,
+    as another process sharing the store would."""
+    return tmp_path_factory.mktemp("web-store") / "chat.db"
+
+
+@pytest.fixture(scope="session")
+def web_server(tmp_path_factory: pytest.TempPathFactory, web_store: Path) -> Iterator[str]:
     """The base URL of a live server with a fresh SQLite store."""
     tmp = tmp_path_factory.mktemp("web-server")
     port = free_port()
     env = {
         **os.environ,
-        "STORE_URL": f"sqlite:///{tmp / 'chat.db'}",
+        "STORE_URL": f"sqlite:///{web_store}",
         "RESPONSE_DELAY": "0.05",
         "TOKEN_DELAY": "0.03",
         "HOST": "127.0.0.1",

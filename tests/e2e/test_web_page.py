@@ -9,15 +9,22 @@ network is shaped with Playwright's routing, at the HTTP boundary, never inside 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Route, expect
+
+from chatbot_sse.domain import Message, Role, new_conversation_id, new_message_id
+from chatbot_sse.stores.sqlite import SQLiteStore
 
 if TYPE_CHECKING:
     from tests.e2e.conftest import ChatPage, CuttingProxy
@@ -148,6 +155,59 @@ def test_stop_ends_the_reply_and_the_chat_goes_on(tab: ChatPage) -> None:
     expect(tab.messages).to_have_count(6)
     for n in (1, 2):
         expect(tab.replies.nth(n - 1).locator(".message-tag")).to_have_text("Stopped")
+
+
+async def write_conversation(path: Path, count: int) -> str:
+    """A conversation of `count` messages ("message 0", ...), written into the live server's
+    SQLite file as another process sharing it would."""
+    store = SQLiteStore(path)
+    await store.open()
+    try:
+        cid = new_conversation_id()
+        await store.create_conversation(cid, time.time())
+        for n in range(count):
+            role = Role.USER if n % 2 == 0 else Role.ASSISTANT
+            await store.append_message(
+                Message(new_message_id(), cid, role, f"message {n}", time.time())
+            )
+    finally:
+        await store.close()
+    return cid
+
+
+def test_a_long_conversation_opens_at_its_end_and_shows_earlier_messages_on_demand(
+    tab: ChatPage, web_store: Path
+) -> None:
+    with ThreadPoolExecutor(1) as writer:  # Playwright's own event loop runs in this thread
+        cid = writer.submit(asyncio.run, write_conversation(web_store, 230)).result()
+    tab.page.evaluate(f"sessionStorage.setItem('chatbot-sse:active', '{cid}')")
+    tab.page.reload()
+    tab.wait_ready()
+    earlier = tab.page.get_by_role("button", name="Show earlier messages")
+    expect(tab.messages).to_have_count(100)  # the newest page only
+    assert tab.transcript()[-1] == ("assistant", "message 229")
+    expect(earlier).to_be_visible()
+    at_end = "t => t.scrollHeight - t.scrollTop - t.clientHeight < 2"
+    assert tab.page.eval_on_selector("#transcript", at_end)
+
+    first = tab.page.locator("#messages > li", has_text="message 130")
+    expect(tab.messages.first).to_have_text(re.compile("message 130"))  # stays where it is:
+    tab.page.eval_on_selector("#transcript", "t => { t.scrollTop = 0; }")  # read up to the top
+    before = first.bounding_box()
+    earlier.click()
+    expect(tab.messages).to_have_count(200)
+    after = first.bounding_box()
+    assert before is not None
+    assert after is not None
+    assert abs(after["y"] - before["y"]) < 2, (before, after)
+    earlier.click()
+    expect(tab.messages).to_have_count(230)
+    expect(earlier).to_be_hidden()  # nothing before the first message
+    assert tab.transcript() == [
+        ("user" if n % 2 == 0 else "assistant", f"message {n}") for n in range(230)
+    ]
+    assert "Ada" not in tab.chat("What is my name?")  # the conversation goes on
+    expect(tab.messages).to_have_count(232)
 
 
 def test_reload_restores_the_conversation(tab: ChatPage) -> None:
@@ -511,13 +571,14 @@ def test_offline_is_shown_and_sending_waits_for_the_network(
 
 def test_history_that_fails_to_load_can_be_retried(tab: ChatPage) -> None:
     tab.chat("Hello, my name is Ada")
-    tab.page.route("**/history", lambda route: route.abort("connectionreset"))
+    history = re.compile(r"/history(\?|$)")
+    tab.page.route(history, lambda route: route.abort("connectionreset"))
     tab.page.reload()
     notice = tab.page.locator("#notice")
     expect(notice).to_contain_text("Couldn't load this conversation")
     expect(tab.page.locator("#connection")).to_have_attribute("data-state", "error")
     expect(tab.messages).to_have_count(0)
-    tab.page.unroute("**/history")
+    tab.page.unroute(history)
     notice.get_by_role("button", name="Try again").click()
     expect(tab.messages).to_have_count(2)
     expect(notice).to_be_hidden()

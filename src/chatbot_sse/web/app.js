@@ -17,7 +17,7 @@ import {
   ChatError,
   cancelReply,
   deleteConversation,
-  fetchHistory,
+  fetchHistoryPage,
   followReply,
   isAbort,
   streamTurn,
@@ -32,7 +32,14 @@ import {
   touchConversation,
 } from "./conversations.js";
 import { renderList as drawList } from "./conversation-list.js";
-import { addAssistantMessage, addUserMessage, clearMessages, isEmpty, scrollToEnd } from "./messages.js";
+import {
+  addAssistantMessage,
+  addUserMessage,
+  clearMessages,
+  isEmpty,
+  prependMessages,
+  scrollToEnd,
+} from "./messages.js";
 import {
   announce,
   autosize,
@@ -47,6 +54,10 @@ import {
 } from "./ui.js";
 
 /** @typedef {keyof typeof import("./ui.js").CONNECTION_LABELS} ConnectionState */
+/** @typedef {import("./client.js").StoredMessage} StoredMessage */
+
+/** Messages shown when a conversation opens, and per "Show earlier messages". */
+const HISTORY_PAGE = 100;
 
 const state = {
   /** @type {string | null} */ conversationId: activeConversation(),
@@ -62,6 +73,8 @@ const state = {
   /** @type {AbortController | null} */ replaced: null,
   /** another tab wrote to this conversation while a turn ran here: reload it after */
   stale: false,
+  /** where the earlier messages not shown yet end (the server's `next_before`), if any */
+  /** @type {number | null} */ nextBefore: null,
 };
 
 /** Redraw the conversation list around this tab's conversation. */
@@ -147,6 +160,7 @@ function newChat() {
   state.conversationId = null;
   setActiveConversation(null);
   clearMessages();
+  showEarlier(null);
   hideNotice();
   ui.welcome.hidden = false;
   setConnection("idle");
@@ -170,20 +184,18 @@ async function openConversation(id, quiet = false) {
   if (!quiet) {
     hideNotice();
     clearMessages();
+    showEarlier(null);
     ui.welcome.hidden = true;
   }
   setConnection("loading");
   const startedAt = Date.now();
   try {
-    const messages = await fetchHistory(id, loading.signal);
+    const page = await fetchHistoryPage(id, { limit: HISTORY_PAGE, signal: loading.signal });
     if (loading.signal.aborted) return;
+    const messages = page.messages;
     clearMessages();
-    for (const m of messages) {
-      if (m.role === "user") addUserMessage(m.content);
-      else if (m.role === "assistant") {
-        addAssistantMessage({ content: m.content, messageId: m.id, state: storedState(m) });
-      }
-    }
+    for (const m of messages) showStored(m);
+    showEarlier(page.nextBefore);
     ui.welcome.hidden = !isEmpty();
     state.syncedAt = startedAt;
     setConnection("idle");
@@ -211,6 +223,47 @@ async function openConversation(id, quiet = false) {
     if (state.loading === loading) state.loading = null;
   }
 }
+
+/** @param {StoredMessage} m */
+function showStored(m) {
+  if (m.role === "user") addUserMessage(m.content);
+  else if (m.role === "assistant") {
+    addAssistantMessage({ content: m.content, messageId: m.id, state: storedState(m) });
+  }
+}
+
+/**
+ * Offer the messages before the first one shown, if there are any.
+ * @param {number | null} nextBefore
+ */
+function showEarlier(nextBefore) {
+  state.nextBefore = nextBefore;
+  ui.earlier.hidden = nextBefore === null;
+}
+
+/** Show the page of messages before the first one shown, above it. */
+async function loadEarlier() {
+  const id = state.conversationId;
+  const before = state.nextBefore;
+  if (!id || before === null) return;
+  ui.earlier.disabled = true;
+  try {
+    const page = await fetchHistoryPage(id, { limit: HISTORY_PAGE, before });
+    if (state.conversationId !== id || state.nextBefore !== before) return; // moved on meanwhile
+    prependMessages(() => page.messages.forEach(showStored));
+    showEarlier(page.nextBefore);
+  } catch (err) {
+    const message = err instanceof ChatError ? err.message : String(err);
+    showNotice(`Couldn't load the earlier messages. ${message}`, {
+      label: "Try again",
+      run: () => void loadEarlier(),
+    });
+  } finally {
+    ui.earlier.disabled = false;
+  }
+}
+
+ui.earlier.addEventListener("click", () => void loadEarlier());
 
 // ---- a turn ------------------------------------------------------------------------------
 

@@ -248,6 +248,32 @@ class Turn {
 }
 
 /**
+ * @typedef {{id: string, role: string, content: string, created_at: string, status?: string,
+ *   meta?: {finish_reason?: string}}} StoredMessage
+ */
+
+/**
+ * One page of a conversation's stored messages: the newest `limit` of those before `before`
+ * (of all, without it), oldest first, and the `before` that asks for the page before this
+ * one (null when this one starts at the first message).
+ * @param {string} conversationId
+ * @param {{limit: number, before?: number | null, signal?: AbortSignal}} page
+ * @returns {Promise<{messages: StoredMessage[], nextBefore: number | null}>}
+ */
+export async function fetchHistoryPage(conversationId, { limit, before = null, signal }) {
+  const query = new URLSearchParams({ limit: String(limit) });
+  if (before !== null) query.set("before", String(before));
+  const path = `/conversations/${encodeURIComponent(conversationId)}/history?${query}`;
+  const response = await fetchOrFail(path, { headers: { Accept: "application/json" }, signal });
+  if (!response.ok) throw await errorFrom(response);
+  const body = await response.json();
+  return {
+    messages: Array.isArray(body.messages) ? body.messages : [],
+    nextBefore: typeof body.next_before === "number" ? body.next_before : null,
+  };
+}
+
+/**
  * A conversation's stored messages, oldest first.
  * @param {string} conversationId
  * @param {AbortSignal} [signal]

@@ -12,6 +12,35 @@ import { renderInto } from "./markdown.js";
 const list = /** @type {HTMLOListElement} */ (document.getElementById("messages"));
 const scroller = /** @type {HTMLElement} */ (document.getElementById("transcript"));
 
+/** Where `place` puts a message: before this item while older ones are shown, else the end. */
+let placeBefore = /** @type {Element | null} */ (null);
+
+/**
+ * Put a message in the list: at the end (and scroll to it), or above the first one while
+ * `prependMessages` runs.
+ * @param {HTMLLIElement} item
+ */
+function place(item) {
+  list.insertBefore(item, placeBefore);
+  if (!placeBefore) scrollToEnd(true);
+}
+
+/**
+ * Show older messages above the first one: `add` adds them, oldest first, as usual. What
+ * was in view stays where it was.
+ * @param {() => void} add
+ */
+export function prependMessages(add) {
+  const fromBottom = scroller.scrollHeight - scroller.scrollTop;
+  placeBefore = list.firstElementChild;
+  try {
+    add();
+  } finally {
+    placeBefore = null;
+  }
+  scroller.scrollTop = scroller.scrollHeight - fromBottom;
+}
+
 /** Remove every message. */
 export function clearMessages() {
   list.replaceChildren();
@@ -31,8 +60,7 @@ export function addUserMessage(text) {
   const item = shell("user", "You");
   const body = item.querySelector(".message-body");
   body.textContent = text;
-  list.appendChild(item);
-  scrollToEnd(true);
+  place(item);
   return item;
 }
 
@@ -125,8 +153,7 @@ export function addAssistantMessage(initial = {}) {
     item.setAttribute("aria-busy", "true");
     render();
   }
-  list.appendChild(item);
-  scrollToEnd(true);
+  place(item);
   return handle;
 }
 

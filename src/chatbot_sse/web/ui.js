@@ -28,6 +28,7 @@ export const ui = {
   send: $("send"),
   stop: $("stop"),
   announcer: $("announcer"),
+  earlier: /** @type {HTMLButtonElement} */ ($("earlier")),
   deleteDialog: /** @type {HTMLDialogElement} */ ($("delete-dialog")),
   deleteText: $("delete-text"),
 };
