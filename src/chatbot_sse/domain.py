@@ -81,6 +81,14 @@ class _TimeOrderedIds:
 new_message_id = _TimeOrderedIds()
 
 
+def message_id_time(message_id: str) -> float | None:
+    """When `new_message_id` made this id (seconds since the epoch), None if it is not one."""
+    try:
+        return int(message_id[:12], 16) / 1000
+    except ValueError:
+        return None
+
+
 def is_conversation_id(value: str) -> bool:
     return CONVERSATION_ID_RE.fullmatch(value) is not None
 

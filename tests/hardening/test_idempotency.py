@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
 import uuid
 from collections.abc import Callable
+from pathlib import Path
 
 import httpx
 from hardsupport import KEY_A, KEY_B, KEYS, bearer
 
+from chatbot_sse.api import idempotency
+from chatbot_sse.api.body import ChatRequest
+from chatbot_sse.stores.sqlite import SQLiteStore
 from livesupport import ServerProcess, Stream, post_chat
 
 
@@ -109,3 +114,40 @@ def test_a_request_that_failed_before_its_reply_is_retried_for_real(
     bad = post_chat(server.url, data={"message": "Hi"}, headers={"Idempotency-Key": "a b"})
     assert bad.status == 422
     assert json.loads(bad.raw)["error"]["code"] == "invalid_idempotency_key"
+
+
+def test_a_retry_after_its_conversation_was_deleted_is_404(
+    start_server: Callable[..., ServerProcess], tmp_path: Path
+) -> None:
+    db = tmp_path / "idempotent.db"
+    server = start_server(STORE_URL=f"sqlite:///{db}")
+    key = str(uuid.uuid4())
+    headers = {"Idempotency-Key": key}
+    first = post_chat(server.url, data={"message": "Hello"}, headers=headers)
+    cid = first.events[0].data["conversation_id"]
+    assert httpx.delete(f"{server.url}/conversations/{cid}", timeout=10).status_code == 204
+    # Seconds after the first request, nothing of it may only mean it is still starting.
+    soon = post_chat(server.url, data={"message": "Hello"}, headers=headers)
+    assert soon.status == 409
+    assert json.loads(soon.raw)["error"]["code"] == "idempotency_in_progress"
+
+    # A minute on, it is not: the record as the first request would have left it then.
+    minute_ago = f"{time.time_ns() // 1_000_000 - 60_000:012x}0000{'0' * 12}"
+    scope = idempotency.scope_key(None, key)
+    body = idempotency.fingerprint(ChatRequest("Hello", None))
+
+    async def backdate() -> None:
+        store = SQLiteStore(db)
+        await store.open()
+        try:
+            await store.forget_idempotency(scope)
+            assert await store.remember_idempotency(scope, body, f"{cid}:{minute_ago}", 60) is None
+        finally:
+            await store.close()
+
+    asyncio.run(backdate())
+    later = post_chat(server.url, data={"message": "Hello"}, headers=headers)
+    assert later.status == 404
+    error = json.loads(later.raw)["error"]
+    assert error["code"] == "conversation_not_found"
+    assert "was deleted" in error["message"]

@@ -12,7 +12,8 @@ same API key) adds no turn:
   the stored message (`connected`, one `message`, `completed`);
 - another body: 409 `idempotency_key_reused`;
 - the first request has not started its reply yet (or died before): 409
-  `idempotency_in_progress`, retryable.
+  `idempotency_in_progress`, retryable;
+- its conversation was deleted since: 404 `conversation_not_found`, as for any request to it.
 
 If the first request fails before its reply starts (unknown conversation, store
 down), its record is dropped, so a retry really retries. Keys are scoped per
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import time
 
 import orjson
 from starlette.requests import Request
@@ -31,12 +33,16 @@ from starlette.requests import Request
 from chatbot_sse import sse
 from chatbot_sse.api.body import ChatRequest
 from chatbot_sse.api.streaming import BytesSource, FrameSource, LogSource, hub_source
-from chatbot_sse.domain import Message, MessageStatus
-from chatbot_sse.errors import IdempotencyInProgress, InvalidInput
+from chatbot_sse.domain import Message, MessageStatus, message_id_time
+from chatbot_sse.errors import ConversationNotFound, IdempotencyInProgress, InvalidInput
 from chatbot_sse.replies import ReplyHub
 from chatbot_sse.stores.base import Store
 
 KEY_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
+STARTING_SECONDS = 30.0
+"""Longer than any first request takes to store its turn (a superseded reply is waited for
+3 s, a store call times out after 5): a reply this old that left nothing behind, in a
+conversation that does not exist, is not starting any more; its conversation was deleted."""
 
 
 def idempotency_key(request: Request) -> str | None:
@@ -74,6 +80,13 @@ async def replay(store: Store, hub: ReplyHub, ref: str, retry_ms: int) -> tuple[
     for message in await store.history(conversation_id):
         if message.id == reply_id:
             return conversation_id, BytesSource(_rebuilt(message, conversation_id, retry_ms))
+    made = message_id_time(reply_id)
+    starting = made is None or time.time() - made <= STARTING_SECONDS
+    if not starting and await store.get_conversation(conversation_id) is None:
+        raise ConversationNotFound(
+            f"conversation {conversation_id} of the first request with this"
+            " Idempotency-Key was deleted"
+        )
     raise IdempotencyInProgress("the first request with this Idempotency-Key is still starting")
 
 
