@@ -3,6 +3,7 @@
     STORE_URL=memory:// .venv/bin/python -m bench.inprocess --replies 8000 --concurrency 50
     .venv/bin/python -m bench.inprocess --without engine,middlewares,metrics,logging
     .venv/bin/python -m bench.inprocess --gc-off
+    .venv/bin/python -m bench.inprocess --app floor --pace 0.05 --concurrency 1000
 
 Each reply is `POST /chat` with `message=nice` (22 events) through the app's lifespan, its
 middlewares and `ChatbotApp`, as uvicorn would call it, minus HTTP parsing and sockets.
@@ -12,7 +13,9 @@ security headers, access), `metrics` (every `Metrics` method), `logging` (the tu
 stream loggers). Profilers overstate small calls at this scale (cProfile's overhead, py-spy's
 sampling of paused processes); CPU time with a part removed does not. Results are CPU
 microseconds per reply of this process (`time.process_time`), after 300 replies of warm-up.
-Defaults match `make bench`: RESPONSE_DELAY=0, TOKEN_DELAY=0, LOG_LEVEL=WARNING.
+Defaults match `make bench`: RESPONSE_DELAY=0, TOKEN_DELAY=0, LOG_LEVEL=WARNING. `--pace`
+sleeps between chunks (TOKEN_DELAY for chatbot-sse, BENCH_PACE for the floor), and `--app
+floor` drives `bench.peers.bare_asgi` the same way, for a side-by-side without sockets.
 """
 
 from __future__ import annotations
@@ -102,8 +105,11 @@ async def _reply(app: Any) -> int:
     return sends
 
 
-async def _run(replies: int, concurrency: int, gc_off: bool) -> dict[str, float]:
-    from chatbot_sse.main import app
+async def _run(replies: int, concurrency: int, gc_off: bool, which: str) -> dict[str, float]:
+    if which == "floor":
+        from bench.peers.bare_asgi import app
+    else:
+        from chatbot_sse.main import app
 
     events: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
     started = asyncio.Event()
@@ -146,17 +152,20 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--without", default="", help=f"comma-separated: {', '.join(PARTS)}")
     parser.add_argument("--gc-off", action="store_true", help="no garbage collection while timed")
+    parser.add_argument("--app", choices=["chatbot_sse", "floor"], default="chatbot_sse")
+    parser.add_argument("--pace", type=float, default=0.0, help="seconds between chunks")
     args = parser.parse_args()
     parts = set(filter(None, args.without.split(",")))
     if parts - set(PARTS):
         parser.error(f"unknown parts: {', '.join(sorted(parts - set(PARTS)))}")
-    for name, value in (("RESPONSE_DELAY", "0"), ("TOKEN_DELAY", "0"), ("LOG_LEVEL", "WARNING")):
+    os.environ["TOKEN_DELAY"] = os.environ["BENCH_PACE"] = str(args.pace)
+    for name, value in (("RESPONSE_DELAY", "0"), ("LOG_LEVEL", "WARNING")):
         os.environ.setdefault(name, value)
     _without(parts)
     import uvloop
 
-    result = uvloop.run(_run(args.replies, args.concurrency, args.gc_off))
-    label = ",".join(sorted(parts)) or "everything on"
+    result = uvloop.run(_run(args.replies, args.concurrency, args.gc_off, args.app))
+    label = f"{args.app}, pace {args.pace}: " + (",".join(sorted(parts)) or "everything on")
     print(
         f"{label}: {result['cpu_us_per_reply']:.0f} us CPU/reply, "
         f"{result['replies_per_s']:.0f} replies/s, {result['sends_per_reply']:.1f} sends/reply"
