@@ -76,14 +76,17 @@ class Turn:
     def stateless(cls, context: Sequence[Message]) -> Turn:
         return cls("", None, new_message_id(), False, context)
 
+    def ids(self) -> dict[str, str]:
+        """What every event of a stored turn carries (its conversation and reply); a stateless
+        turn's events carry nothing: there is nothing to come back to."""
+        if self.context is not None:
+            return {}
+        return {"conversation_id": self.conversation_id, "message_id": self.reply_id}
+
     def connected(self) -> TurnEvent:
         """The event that opens the reply: it says the message is in, so it is known as soon as
         the turn began, before the engine has run (see `TurnService.run`'s `announced`)."""
-        data: dict[str, Any] = {"type": "connected"}
-        if self.context is None:
-            data["conversation_id"] = self.conversation_id
-            data["message_id"] = self.reply_id
-        return TurnEvent("connected", f"{self.reply_id}:0", data)
+        return TurnEvent("connected", f"{self.reply_id}:0", {"type": "connected", **self.ids()})
 
 
 _CANCEL_MESSAGES = {
@@ -219,7 +222,7 @@ class TurnService:
         rid = turn.reply_id
         stored = turn.context is None
         finish = finish or self.store_then_emit(emit)
-        base = {"conversation_id": turn.conversation_id, "message_id": rid} if stored else {}
+        base = turn.ids()
         parts: list[str] = []
         started = time.perf_counter()
         first_chunk_at: float | None = None

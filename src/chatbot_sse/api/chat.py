@@ -70,7 +70,7 @@ def encoded_turn(
     connected = sse.encode_event(opening.name, opening.id, opening.data, sse.retry_field(retry_ms))
     if observe is not None:
         observe(opening)
-    fields = {"conversation_id": turn.conversation_id, "message_id": turn.reply_id}
+    fields = turn.ids()
     rid = turn.reply_id
 
     async def generate(output: ReplyOutput) -> None:
