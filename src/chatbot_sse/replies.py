@@ -130,11 +130,22 @@ class LiveReply:
 def interrupted_frame(conversation_id: str, reply_id: str, seq: int) -> bytes:
     """The `error` event `interrupted` that ends the log of a reply whose generating process
     stopped (killed, lost) before its end: written by whoever finds it orphaned."""
-    error = {
-        "code": "interrupted",
-        "message": "the process generating this reply stopped",
-        "retryable": True,
-    }
+    message = "the process generating this reply stopped"
+    return _error_frame(conversation_id, reply_id, seq, "interrupted", message, retryable=True)
+
+
+def deleted_frame(conversation_id: str, reply_id: str, seq: int) -> bytes:
+    """The `error` event `deleted` for a reader whose reply's log vanished with its
+    conversation before it read the end (the generating process ends its own readers' streams
+    with the same event)."""
+    message = "the conversation was deleted"
+    return _error_frame(conversation_id, reply_id, seq, "deleted", message, retryable=False)
+
+
+def _error_frame(
+    conversation_id: str, reply_id: str, seq: int, code: str, message: str, *, retryable: bool
+) -> bytes:
+    error = {"code": code, "message": message, "retryable": retryable}
     data = {
         "type": "error",
         "error": error,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,12 @@ from typing import Any
 import httpx
 import pytest
 
-from livesupport import ServerProcess, post_chat
+from chatbot_sse.api.streaming import LogSource
+from chatbot_sse.domain import new_conversation_id, new_message_id
+from chatbot_sse.stores.base import Store
+from chatbot_sse.stores.memory import MemoryStore
+from chatbot_sse.stores.sqlite import SQLiteStore
+from livesupport import ServerProcess, parse_sse, post_chat
 from shutdownsupport import RawStream
 
 
@@ -151,3 +157,36 @@ def test_only_its_owner_may_delete_a_conversation(
     assert httpx.get(url + "/history", headers=ada, timeout=10).status_code == 200
     assert httpx.delete(url, headers=ada, timeout=10).status_code == 204
     assert httpx.get(url + "/history", headers=ada, timeout=10).status_code == 404
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_a_follower_whose_log_vanished_with_its_conversation_is_told(
+    backend: str, tmp_path: Path
+) -> None:
+    """A reader following a reply through the log that had not read its end when the
+    conversation was deleted: its stream ends with `deleted`, not without an end."""
+    store: Store = MemoryStore() if backend == "memory" else SQLiteStore(tmp_path / "log.db")
+    await store.open()
+    try:
+        cid, rid = new_conversation_id(), new_message_id()
+        await store.create_conversation(cid, time.time())
+        await store.append_events(cid, rid, [(0, b"event: connected\ndata: {}\n\n")])
+        first = await store.read_events(cid, rid, -1)
+        source = LogSource(store, cid, rid, -1, first)
+        assert await source.next_batch(1.0) == b"event: connected\ndata: {}\n\n"
+        assert await store.delete_conversation(cid)
+        events, _, _ = parse_sse(await source.next_batch(1.0) or b"")
+        assert [(e.event, e.id) for e in events] == [("error", f"{rid}:1")]
+        assert events[0].data["error"]["code"] == "deleted"
+        assert await source.next_batch(1.0) is None
+        # A log that expired while its conversation stays ends as before: nothing to add.
+        other = new_message_id()
+        await store.create_conversation(kept := new_conversation_id(), time.time())
+        await store.append_events(kept, other, [(0, b"data: a\n\n")])
+        follower = LogSource(store, kept, other, -1, await store.read_events(kept, other, -1))
+        await follower.next_batch(1.0)
+        await store.delete_conversation(kept)
+        await store.create_conversation(kept, time.time())  # the conversation is back, its log not
+        assert await follower.next_batch(1.0) is None
+    finally:
+        await store.close()

@@ -50,6 +50,7 @@ from chatbot_sse.replies import (
     FrameWrite,
     LiveReply,
     ReplyHub,
+    deleted_frame,
     end_orphaned,
     interrupted_frame,
 )
@@ -276,13 +277,25 @@ class LogSource:
                 return b"".join(frame for _, frame in result.events)
             if result.finished or not result.exists:
                 self.done = True
-                return None
+                return None if result.finished else await self._vanished()
             if time.monotonic() - self.progress_at >= WRITER_TIMEOUT:
                 ended = await self._end_if_orphaned()
                 if ended:
                     return ended
             if time.monotonic() >= give_up_at:
                 return b""
+
+    async def _vanished(self) -> bytes | None:
+        """The log is gone before its end. Its conversation was deleted meanwhile (the delete
+        waits for the reply to end, but this reader may not have read that end yet): say so,
+        as the generating process told its own readers. Else nothing to add."""
+        try:
+            deleted = await self.log.get_conversation(self.conversation_id) is None
+        except Exception:
+            return None
+        if not deleted:
+            return None
+        return deleted_frame(self.conversation_id, self.reply_id, self.after_seq + 1)
 
     async def _end_if_orphaned(self) -> bytes:
         """b"" while the writer heartbeats; else the `interrupted` event that ends the reply."""
