@@ -1,7 +1,8 @@
 /**
  * The page's furniture: element references, the connection badge, announcements for screen
- * readers, the notice bar, the theme toggle, the conversation drawer on narrow screens and
- * the composer's busy state. No chat logic here; `app.js` decides when each is used.
+ * readers, the notice bar, the theme toggle, the conversation drawer on narrow screens, the
+ * delete dialog and the composer's busy state. No chat logic here; `app.js` decides when
+ * each is used.
  */
 
 const $ = (/** @type {string} */ id) => /** @type {HTMLElement} */ (document.getElementById(id));
@@ -139,7 +140,7 @@ export function sidebarIsOpen() {
   return ui.layout.classList.contains("sidebar-open");
 }
 
-// ---- composer ----------------------------------------------------------------------------
+// ---- the delete dialog -------------------------------------------------------------------
 
 /**
  * Ask before deleting a conversation on the server; resolves true to go ahead.
@@ -158,6 +159,8 @@ export function confirmDelete(title) {
     /** @type {HTMLButtonElement} */ (dialog.querySelector("[data-close-dialog]")).focus();
   });
 }
+
+// ---- composer ----------------------------------------------------------------------------
 
 /**
  * @param {boolean} busy a reply is coming: Stop shows
