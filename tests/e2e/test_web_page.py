@@ -176,7 +176,7 @@ async def write_conversation(path: Path, count: int) -> str:
 
 
 def test_a_long_conversation_opens_at_its_end_and_shows_earlier_messages_on_demand(
-    tab: ChatPage, web_store: Path
+    tab: ChatPage, open_tab: OpenTab, web_store: Path
 ) -> None:
     with ThreadPoolExecutor(1) as writer:  # Playwright's own event loop runs in this thread
         cid = writer.submit(asyncio.run, write_conversation(web_store, 230)).result()
@@ -208,6 +208,16 @@ def test_a_long_conversation_opens_at_its_end_and_shows_earlier_messages_on_dema
     ]
     assert "Ada" not in tab.chat("What is my name?")  # the conversation goes on
     expect(tab.messages).to_have_count(232)
+    # Another tab writes to it: this one catches up and keeps the earlier pages it opened.
+    other = open_tab(tab.page.context)
+    other.page.evaluate(f"sessionStorage.setItem('chatbot-sse:active', '{cid}')")
+    other.page.reload()
+    other.wait_ready()
+    expect(other.messages).to_have_count(100)
+    other.chat("Hello again")
+    expect(tab.messages).to_have_count(234)
+    expect(earlier).to_be_hidden()
+    assert tab.transcript()[0] == ("user", "message 0")
 
 
 def test_reload_restores_the_conversation(tab: ChatPage) -> None:

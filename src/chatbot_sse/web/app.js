@@ -37,6 +37,7 @@ import {
   addUserMessage,
   clearMessages,
   isEmpty,
+  messageCount,
   prependMessages,
   scrollToEnd,
 } from "./messages.js";
@@ -58,6 +59,8 @@ import {
 
 /** Messages shown when a conversation opens, and per "Show earlier messages". */
 const HISTORY_PAGE = 100;
+/** The most one page may hold (the server's limit). */
+const MAX_PAGE = 1000;
 
 const state = {
   /** @type {string | null} */ conversationId: activeConversation(),
@@ -190,7 +193,11 @@ async function openConversation(id, quiet = false) {
   setConnection("loading");
   const startedAt = Date.now();
   try {
-    const page = await fetchHistoryPage(id, { limit: HISTORY_PAGE, signal: loading.signal });
+    // A refresh (another tab wrote) keeps what the tab showed, earlier pages it opened included,
+    // and room for the new messages.
+    const shown = quiet ? messageCount() + 10 : 0;
+    const limit = Math.min(MAX_PAGE, Math.max(HISTORY_PAGE, shown));
+    const page = await fetchHistoryPage(id, { limit, signal: loading.signal });
     if (loading.signal.aborted) return;
     const messages = page.messages;
     clearMessages();

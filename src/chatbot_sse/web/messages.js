@@ -51,6 +51,11 @@ export function isEmpty() {
   return list.childElementCount === 0;
 }
 
+/** How many messages the transcript shows. */
+export function messageCount() {
+  return list.childElementCount;
+}
+
 /**
  * Append a user message.
  * @param {string} text
