@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import structlog
 
@@ -48,6 +49,7 @@ from chatbot_sse.domain import Message, MessageStatus, Role
 from chatbot_sse.draining import Handoff
 from chatbot_sse.errors import StoreUnavailable
 from chatbot_sse.stores.base import LogAppend, Store, reply_state
+from chatbot_sse.turns import cancel_error
 
 log = structlog.get_logger(__name__)
 
@@ -130,22 +132,22 @@ class LiveReply:
 def interrupted_frame(conversation_id: str, reply_id: str, seq: int) -> bytes:
     """The `error` event `interrupted` that ends the log of a reply whose generating process
     stopped (killed, lost) before its end: written by whoever finds it orphaned."""
-    message = "the process generating this reply stopped"
-    return _error_frame(conversation_id, reply_id, seq, "interrupted", message, retryable=True)
+    error = {
+        "code": "interrupted",
+        "message": "the process generating this reply stopped",
+        "retryable": True,
+    }
+    return _error_frame(conversation_id, reply_id, seq, error)
 
 
 def deleted_frame(conversation_id: str, reply_id: str, seq: int) -> bytes:
     """The `error` event `deleted` for a reader whose reply's log vanished with its
-    conversation before it read the end (the generating process ends its own readers' streams
-    with the same event)."""
-    message = "the conversation was deleted"
-    return _error_frame(conversation_id, reply_id, seq, "deleted", message, retryable=False)
+    conversation before it read the end: the one the generating process ended its own
+    readers' streams with (`cancel_error`)."""
+    return _error_frame(conversation_id, reply_id, seq, cancel_error("deleted"))
 
 
-def _error_frame(
-    conversation_id: str, reply_id: str, seq: int, code: str, message: str, *, retryable: bool
-) -> bytes:
-    error = {"code": code, "message": message, "retryable": retryable}
+def _error_frame(conversation_id: str, reply_id: str, seq: int, error: dict[str, Any]) -> bytes:
     data = {
         "type": "error",
         "error": error,

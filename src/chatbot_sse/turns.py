@@ -100,6 +100,16 @@ _CANCEL_MESSAGES = {
 _NOT_RETRYABLE = frozenset({"cancelled", "stream_timeout", "superseded", "deleted"})
 
 
+def cancel_error(reason: str) -> dict[str, Any]:
+    """The `error` of a reply stopped for `reason` (the `CancelledError` message): what its
+    own stream ends with, and what a reader elsewhere is told when it finds the reply gone."""
+    return {
+        "code": reason,
+        "message": _CANCEL_MESSAGES.get(reason, reason),
+        "retryable": reason not in _NOT_RETRYABLE,
+    }
+
+
 def _approx_tokens(text: str) -> int:
     """Whitespace tokens: a cheap, engine-independent usage estimate."""
     return len(text.split())
@@ -277,11 +287,7 @@ class TurnService:
             # The canceller says why: interrupted (nobody came back), cancelled, shutdown.
             outcome = str(exc.args[0]) if exc.args and exc.args[0] else "interrupted"
             self.metrics.generation_cancelled(outcome)  # hub or not: stateless /v1 streams too
-            error: dict[str, Any] = {
-                "code": outcome,
-                "message": _CANCEL_MESSAGES.get(outcome, outcome),
-                "retryable": outcome not in _NOT_RETRYABLE,
-            }
+            error = cancel_error(outcome)
             # Shielded, and waited for through any further cancellation (shutdown, a second
             # canceller): what the user saw must be stored, and before this task ends, or its
             # end would let a next turn begin first and be filed before it. Readers following

@@ -127,13 +127,19 @@ class HistoryPage:
     where the page would have begun if it is empty: messages before it exist when > 0."""
 
 
-def page_bounds(total: int, limit: int, before: int | None) -> tuple[int, int]:
-    """`[start, end)` of the newest `limit` of the first `before` of `total` messages (of all
-    of them when `before` is None): what every store's `history_page` returns."""
+def check_page(limit: int, before: int | None) -> None:
+    """`history_page`'s arguments: ValueError unless `limit` >= 1 and `before` is None or >= 0
+    (a store that counts its messages elsewhere checks them before it goes there)."""
     if limit < 1:
         raise ValueError(f"limit must be >= 1, not {limit}")
     if before is not None and before < 0:
         raise ValueError(f"before must be >= 0, not {before}")
+
+
+def page_bounds(total: int, limit: int, before: int | None) -> tuple[int, int]:
+    """`[start, end)` of the newest `limit` of the first `before` of `total` messages (of all
+    of them when `before` is None): what every store's `history_page` returns."""
+    check_page(limit, before)
     end = total if before is None else min(before, total)
     return max(0, end - limit), end
 

@@ -33,7 +33,7 @@ from chatbot_sse.stores.base import (
     LogAppend,
     ReplyControl,
     ReplyEvents,
-    page_bounds,
+    check_page,
 )
 
 __all__ = ["RedisStore", "from_url"]
@@ -157,7 +157,7 @@ class RedisStore:
     async def history_page(
         self, conversation_id: str, limit: int, before: int | None = None
     ) -> HistoryPage:
-        page_bounds(0, limit, before)  # the arguments' checks
+        check_page(limit, before)  # the script trusts them
         keys = self._keys(conversation_id)
         async with self._redis.use():
             start, *raw = await self._redis.scripts["history_page"](

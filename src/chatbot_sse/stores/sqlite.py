@@ -75,6 +75,7 @@ from chatbot_sse.stores.base import (
     LogAppend,
     ReplyControl,
     ReplyEvents,
+    check_page,
     page_bounds,
 )
 
@@ -303,7 +304,7 @@ class SQLiteStore:
     async def history_page(
         self, conversation_id: str, limit: int, before: int | None = None
     ) -> HistoryPage:
-        page_bounds(0, limit, before)  # the arguments' checks, before the thread
+        check_page(limit, before)  # here, not on the read thread
 
         def select(conn: sqlite3.Connection) -> HistoryPage:
             (total,) = conn.execute(COUNT_MESSAGES, (conversation_id,)).fetchone()
