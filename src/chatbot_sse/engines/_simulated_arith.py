@@ -34,6 +34,7 @@ _CANDIDATE = re.compile(r"[-+*/%^().\d\s]+")
 _CUE = re.compile(r"\?|=|^(?:what|whats|calculate|compute|evaluate|solve|how\s+much)\b")
 _TOKEN = re.compile(r"\s*(?:(\d+(?:\.\d+)?|\.\d+)|(\*\*|[-+*/%^()]))")
 _DISPLAY = {"*": "\u00d7", "/": "\u00f7", "**": "^", "%": "mod"}
+_DIGIT = re.compile(r"\d")
 
 
 class ArithmeticProblem(Exception):
@@ -63,8 +64,9 @@ def find_expression(text: str) -> str | None:
     A question cue ("what is", "?", "=") is required unless the message is
     nothing but the expression, so "I run 3-4 times a week" stays a statement.
     """
-    if len(text) > 4 * MAX_EXPRESSION_CHARS:
-        return None
+    if len(text) > 4 * MAX_EXPRESSION_CHARS or not _DIGIT.search(text):
+        return None  # an operation combines two numbers, and a number has a digit ("squared"
+        # and "cubed" bring one only when another was written): most messages end here
     converted = text.translate(_SYMBOLS)
     for pattern, symbol in _WORD_OPERATORS:
         converted = pattern.sub(symbol, converted)

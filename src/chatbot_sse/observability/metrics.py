@@ -34,6 +34,10 @@ class Metrics:
 
     def __init__(self, multiprocess_dir: str = "") -> None:
         self.multiprocess_dir = multiprocess_dir
+        # The children of the labelled counters every reply touches, by label values:
+        # `labels()` checks and converts its arguments under a lock on every call.
+        self._stream_outcomes: dict[str, Counter] = {}
+        self._http_statuses: dict[tuple[str, str, int], Counter] = {}
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.http_requests = Counter(
@@ -164,7 +168,10 @@ class Metrics:
         self, outcome: str, duration: float, ttft: float | None, chunks: int
     ) -> None:
         self.active_streams.dec()
-        self.streams.labels(outcome).inc()
+        child = self._stream_outcomes.get(outcome)
+        if child is None:
+            child = self._stream_outcomes[outcome] = self.streams.labels(outcome)
+        child.inc()
         self.stream_duration.observe(duration)
         if ttft is not None:
             self.time_to_first_chunk.observe(ttft)
@@ -205,7 +212,11 @@ class Metrics:
             self.upstream_first_token.observe(first_token)
 
     def http_request(self, method: str, route: str, status: int) -> None:
-        self.http_requests.labels(method, route, str(status)).inc()
+        key = (method, route, status)
+        child = self._http_statuses.get(key)
+        if child is None:
+            child = self._http_statuses[key] = self.http_requests.labels(method, route, str(status))
+        child.inc()
 
     def render(self) -> tuple[bytes, str]:
         """The exposition text, aggregated over all workers in multiprocess mode."""
