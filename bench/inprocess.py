@@ -4,6 +4,7 @@
     .venv/bin/python -m bench.inprocess --without engine,middlewares,metrics,logging
     .venv/bin/python -m bench.inprocess --gc-off
     .venv/bin/python -m bench.inprocess --app floor --pace 0.05 --concurrency 1000
+    .venv/bin/python -m bench.inprocess --loop asyncio   # asyncio's own loop (default uvloop)
 
 Each reply is `POST /chat` with `message=nice` (22 events) through the app's lifespan, its
 middlewares and `ChatbotApp`, as uvicorn would call it, minus HTTP parsing and sockets.
@@ -154,6 +155,9 @@ def main() -> None:
     parser.add_argument("--gc-off", action="store_true", help="no garbage collection while timed")
     parser.add_argument("--app", choices=["chatbot_sse", "floor"], default="chatbot_sse")
     parser.add_argument("--pace", type=float, default=0.0, help="seconds between chunks")
+    parser.add_argument(
+        "--loop", choices=["uvloop", "asyncio"], default="uvloop", help="the event loop to run on"
+    )
     args = parser.parse_args()
     parts = set(filter(None, args.without.split(",")))
     if parts - set(PARTS):
@@ -162,10 +166,13 @@ def main() -> None:
     for name, value in (("RESPONSE_DELAY", "0"), ("LOG_LEVEL", "WARNING")):
         os.environ.setdefault(name, value)
     _without(parts)
-    import uvloop
+    run = asyncio.run
+    if args.loop == "uvloop":
+        import uvloop
 
-    result = uvloop.run(_run(args.replies, args.concurrency, args.gc_off, args.app))
-    label = f"{args.app}, pace {args.pace}: " + (",".join(sorted(parts)) or "everything on")
+        run = uvloop.run
+    result = run(_run(args.replies, args.concurrency, args.gc_off, args.app))
+    label = f"{args.app} on {args.loop}, pace {args.pace}: " + (",".join(sorted(parts)) or "everything on")
     print(
         f"{label}: {result['cpu_us_per_reply']:.0f} us CPU/reply, "
         f"{result['replies_per_s']:.0f} replies/s, {result['sends_per_reply']:.1f} sends/reply"

@@ -20,7 +20,9 @@ Two bounds protect the server from readers that do not keep up:
   for the client) is a slow or
   stalled reader: its stream is closed without a terminal event, so the client
   can resume from its last event id;
-- `max_seconds`: no connection outlives this (a stalled send included).
+- `max_seconds`: no connection outlives this by more than `BACKLOG_CHECK_INTERVAL`
+  (a stalled send included).
+Both are checked for all the loop's streams at once, by one `StreamWatch`.
 
 A stream given a `handoff` ends when its draining worker fires it: the
 writer stops, a `reconnect` event with `retry:` jittered around `retry_ms`
@@ -34,6 +36,7 @@ import asyncio
 import contextlib
 import random
 import time
+import weakref
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
@@ -140,27 +143,27 @@ class LiveSource:
         while True:
             frames = live.frames
             end = len(frames)
-            if self.position < end:
-                start, self.position = self.position, end
+            position = self.position
+            if position < end:
+                self.position = end
                 self.taken = live.size
-                return frames[start] if end - start == 1 else b"".join(frames[start:end])
+                return frames[position] if end - position == 1 else b"".join(frames[position:end])
             if live.finished:
                 return None
-            if not await self._wait(patience):
-                return b""
-
-    async def _wait(self, patience: float) -> bool:
-        """True when a frame came or the reply ended; False after `patience` seconds."""
-        loop = asyncio.get_running_loop()
-        waiter = self._waiter = self.live.waiter()
-        self._ping_at = loop.time() + patience
-        if self._timer is None:
-            self._timer = loop.call_at(self._ping_at, self._give_up)
-        try:
-            return await waiter
-        finally:
-            self._waiter = None
-            self.live.forget(waiter)
+            # The wait, inline: a paced reply waits once per chunk, and a coroutine of its
+            # own for it was a frame made and resumed each time (~10 % of a paced chunk's
+            # instructions on asyncio's loop).
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = live.waiter()
+            self._ping_at = loop.time() + patience
+            if self._timer is None:
+                self._timer = loop.call_at(self._ping_at, self._give_up)
+            try:
+                if not await waiter:
+                    return b""  # `patience` ran out: nothing came
+            finally:
+                self._waiter = None
+                live.forget(waiter)
 
     def _give_up(self) -> None:
         self._timer = None
@@ -391,36 +394,78 @@ class WriteStop:
         return self.requested and self._task.uncancel() == 0
 
 
-class BacklogCheck:
-    """Every `BACKLOG_CHECK_INTERVAL`, cut a response whose reader lets its backlog grow.
+class StreamGuard:
+    """One connection's bounds, checked by its event loop's `StreamWatch`."""
 
-    A class, not a closure that re-arms itself: such a closure refers to itself,
-    a reference cycle that only the garbage collector would free, with the whole
-    response (its source, its reply's frames) hanging off it, for every reply.
+    __slots__ = ("expires_at", "max_backlog", "source", "stop")
+
+    def __init__(
+        self, source: FrameSource, stop: WriteStop, max_backlog: int, expires_at: float
+    ) -> None:
+        self.source = source
+        self.stop = stop
+        self.max_backlog = max_backlog  # 0: unbounded
+        self.expires_at = expires_at  # loop time; 0: never
+
+    def check(self, now: float) -> bool:
+        """Cut the stream if it outlived its time or lets its backlog grow; False once it
+        needs no more checks."""
+        if 0 < self.expires_at <= now:
+            self.stop.stop("expired")
+            return False
+        if self.max_backlog > 0 and self.source.backlog() > self.max_backlog:
+            self.stop.stop("slow_reader")
+            return False
+        return self.stop.writing
+
+
+class StreamWatch:
+    """Checks every open stream of an event loop every `BACKLOG_CHECK_INTERVAL`, with one timer.
+
+    A timer per connection (the backlog check re-armed every interval, plus one for
+    its expiry) made every stream's timers a standing cost: on asyncio's loop each
+    firing is Python (a `TimerHandle`, a heap that is deeper by every stream's
+    timers), and a long paced reply paid for two firings a second, more than its
+    chunks' own waits. One sweep for all costs a loop over the open streams. An
+    expiry is therefore noticed up to one interval late; the cap it enforces is
+    minutes long, and its margin over `MAX_STREAM_SECONDS` (the reply's own, exact
+    limit) is larger than that.
     """
 
-    __slots__ = ("_handle", "_source", "_stop", "max_backlog")
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._guards: set[StreamGuard] = set()
+        self._timer: asyncio.TimerHandle | None = None
 
-    def __init__(self, source: FrameSource, max_backlog: int, stop: WriteStop) -> None:
-        self._source: FrameSource | None = source
-        self.max_backlog = max_backlog
-        self._stop = stop
-        self._handle = asyncio.get_running_loop().call_later(BACKLOG_CHECK_INTERVAL, self._check)
+    def add(self, guard: StreamGuard) -> None:
+        self._guards.add(guard)
+        if self._timer is None:
+            self._timer = self._loop.call_later(BACKLOG_CHECK_INTERVAL, self._sweep)
 
-    def _check(self) -> None:
-        source = self._source
-        if source is None:
-            return
-        if source.backlog() > self.max_backlog:
-            self._stop.stop("slow_reader")
-        elif self._stop.writing:
-            self._handle = asyncio.get_running_loop().call_later(
-                BACKLOG_CHECK_INTERVAL, self._check
-            )
+    def discard(self, guard: StreamGuard) -> None:
+        self._guards.discard(guard)
 
-    def cancel(self) -> None:
-        self._handle.cancel()
-        self._source = None
+    def _sweep(self) -> None:
+        now = self._loop.time()
+        done = [guard for guard in self._guards if not guard.check(now)]
+        self._guards.difference_update(done)
+        self._timer = (
+            self._loop.call_later(BACKLOG_CHECK_INTERVAL, self._sweep) if self._guards else None
+        )
+
+
+_watches: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, StreamWatch] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def stream_watch() -> StreamWatch:
+    """The running loop's `StreamWatch` (one per loop: tests run apps on many)."""
+    loop = asyncio.get_running_loop()
+    watch = _watches.get(loop)
+    if watch is None:
+        watch = _watches[loop] = StreamWatch(loop)
+    return watch
 
 
 class EventStreamResponse(Response):
@@ -470,12 +515,14 @@ class EventStreamResponse(Response):
         stop = WriteStop(task)
         watcher = asyncio.ensure_future(self._watch(receive))
         watcher.add_done_callback(stop.client_left)
-        loop = asyncio.get_running_loop()
-        expiry = backlog_check = None
-        if self.max_seconds > 0:
-            expiry = loop.call_later(self.max_seconds, stop.stop, "expired")
-        if self.max_backlog > 0:
-            backlog_check = BacklogCheck(self.source, self.max_backlog, stop)
+        guard = watch = None
+        if self.max_seconds > 0 or self.max_backlog > 0:
+            expires_at = 0.0
+            if self.max_seconds > 0:
+                expires_at = asyncio.get_running_loop().time() + self.max_seconds
+            guard = StreamGuard(self.source, stop, self.max_backlog, expires_at)
+            watch = stream_watch()
+            watch.add(guard)
         unregister = None
         if self.handoff is not None:
             unregister = self.handoff.register(lambda: stop.stop("shutdown"))
@@ -493,10 +540,8 @@ class EventStreamResponse(Response):
             stop.writing = False
             if unregister is not None:
                 unregister()
-            if expiry is not None:
-                expiry.cancel()
-            if backlog_check is not None:
-                backlog_check.cancel()
+            if watch is not None and guard is not None:
+                watch.discard(guard)
             watcher.remove_done_callback(stop.client_left)
             watcher.cancel()
             if self.cut == "shutdown" and not disconnected:
