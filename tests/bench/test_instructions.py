@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from bench.instructions import collected, per_reply
 
 CALLGRIND_EXIT = """==4242== Events    : Ir
@@ -27,5 +26,5 @@ def test_start_up_cancels_out_of_the_difference_of_two_runs() -> None:
     small = (100, startup + 100 * each)
     large = (300, startup + 300 * each)
     assert per_reply(small, large) == each
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="more replies"):
         per_reply(large, small)
