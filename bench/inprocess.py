@@ -172,7 +172,9 @@ def main() -> None:
 
         run = uvloop.run
     result = run(_run(args.replies, args.concurrency, args.gc_off, args.app))
-    label = f"{args.app} on {args.loop}, pace {args.pace}: " + (",".join(sorted(parts)) or "everything on")
+    label = f"{args.app} on {args.loop}, pace {args.pace}: " + (
+        ",".join(sorted(parts)) or "everything on"
+    )
     print(
         f"{label}: {result['cpu_us_per_reply']:.0f} us CPU/reply, "
         f"{result['replies_per_s']:.0f} replies/s, {result['sends_per_reply']:.1f} sends/reply"
