@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from collections.abc import Awaitable
 
 import structlog
 from starlette.requests import HTTPConnection
@@ -119,35 +120,56 @@ class AccessMiddleware:
         self.rate_limit = rate_limit  # requests per minute per client; 0: none
         self.metrics = metrics
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """The inner app's own awaitable when nothing is left to wait for: no frame of this
+        middleware stays in the chain of coroutines a streaming response resumes at every
+        wake-up. Only a request counted against a rate limit (the store is asked) or
+        rejected goes through `_check`."""
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+            return self.app(scope, receive, send)
         path: str = scope["path"]
         if is_public(path):
-            await self.app(scope, receive, send)
-            return
-        owner = None
+            return self.app(scope, receive, send)
         try:
-            if self.keys.enabled:
-                presented = presented_key(scope["headers"])
-                owner = None if presented is None else self.keys.owner(presented)
-                if owner is None:
-                    reason = "an API key is required" if presented is None else "invalid API key"
-                    raise Unauthorized(reason, key_given=presented is not None)
-            identity = _identity(scope, owner)
-            state = scope.setdefault("state", {})
-            state["owner"] = owner
-            state["client"] = identity
-            if self.rate_limit and path not in UNLIMITED_PATHS:
-                await self._count(scope, identity)
+            identity = self._admit(scope, path)
         except ChatError as exc:
-            self.metrics.rejected(exc.code)
-            log.info("request_rejected", reason=exc.code, path=path)
-            response = chat_error_response(exc, openai=path.startswith("/v1/"))
-            await response(scope, receive, send)
+            return self._reject(exc, path, scope, receive, send)
+        if self.rate_limit and path not in UNLIMITED_PATHS:
+            return self._check(scope, receive, send, identity)
+        return self.app(scope, receive, send)
+
+    def _admit(self, scope: Scope, path: str) -> str:
+        """Who is asking (their key's owner, else their address), into the scope's state;
+        `Unauthorized` without a valid key where keys are required."""
+        owner = None
+        if self.keys.enabled:
+            presented = presented_key(scope["headers"])
+            owner = None if presented is None else self.keys.owner(presented)
+            if owner is None:
+                reason = "an API key is required" if presented is None else "invalid API key"
+                raise Unauthorized(reason, key_given=presented is not None)
+        identity = _identity(scope, owner)
+        state = scope.setdefault("state", {})
+        state["owner"] = owner
+        state["client"] = identity
+        return identity
+
+    async def _check(self, scope: Scope, receive: Receive, send: Send, identity: str) -> None:
+        path: str = scope["path"]
+        try:
+            await self._count(scope, identity)
+        except ChatError as exc:
+            await self._reject(exc, path, scope, receive, send)
             return
         await self.app(scope, receive, send)
+
+    async def _reject(
+        self, exc: ChatError, path: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        self.metrics.rejected(exc.code)
+        log.info("request_rejected", reason=exc.code, path=path)
+        response = chat_error_response(exc, openai=path.startswith("/v1/"))
+        await response(scope, receive, send)
 
     async def _count(self, scope: Scope, identity: str) -> None:
         store = scope["app"].state.store

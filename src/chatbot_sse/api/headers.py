@@ -9,6 +9,8 @@ message only, it leaves streamed bodies and `http.disconnect` alone.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from chatbot_sse.start_hook import StartHook
@@ -21,14 +23,17 @@ SECURITY_HEADERS: tuple[tuple[bytes, bytes], ...] = (
 
 
 class SecurityHeadersMiddleware:
+    """Not a coroutine function: it returns the inner app's awaitable, so it adds no frame to
+    the chain of coroutines that every wake-up of a streaming response resumes (a paced
+    reply's response wakes once per chunk)."""
+
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        await self.app(scope, receive, StartHook(send, _add_security_headers))
+            return self.app(scope, receive, send)
+        return self.app(scope, receive, StartHook(send, _add_security_headers))
 
 
 def _add_security_headers(message: Message) -> None:

@@ -131,6 +131,7 @@ class LiveSource:
         self._waiter: asyncio.Future[bool] | None = None
         self._ping_at = 0.0  # loop time at which the current wait gives up
         self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def backlog(self) -> int:
         return self.live.size - self.taken
@@ -153,8 +154,10 @@ class LiveSource:
             # The wait, inline: a paced reply waits once per chunk, and a coroutine of its
             # own for it was a frame made and resumed each time (2k of the ~85k instructions
             # of a paced chunk on asyncio's loop).
-            loop = asyncio.get_running_loop()
-            waiter = self._waiter = live.waiter()
+            loop = self._loop
+            if loop is None:  # once: on Python 3.11 each look-up is a `getpid()` system call
+                loop = self._loop = asyncio.get_running_loop()
+            waiter = self._waiter = live.waiter(loop)
             self._ping_at = loop.time() + patience
             if self._timer is None:
                 self._timer = loop.call_at(self._ping_at, self._give_up)
@@ -168,9 +171,9 @@ class LiveSource:
     def _give_up(self) -> None:
         self._timer = None
         waiter = self._waiter
-        if waiter is None or waiter.done():
+        loop = self._loop
+        if waiter is None or waiter.done() or loop is None:
             return  # not waiting now: the next wait arms the timer again
-        loop = asyncio.get_running_loop()
         if loop.time() >= self._ping_at:
             waiter.set_result(False)
         else:  # frames came meanwhile: this wait began later
