@@ -13,8 +13,9 @@ measured for DIR's package too, and the ratio printed.
 
 Deterministic where the work is: the memory store and the floor count the same instructions
 run after run at delays 0 (measured: within 0.05 %); paced, 2-4 %, because under valgrind the
-loop falls behind and chunks coalesce as timing has it (slower pacing moves less). With SQLite, how writes batch depends on timing,
-and counts move by 10-20 %: compare with `STORE_URL=memory://`. Instructions are not time
+loop falls behind and chunks coalesce as timing has it (slower pacing moves less). With
+SQLite, how writes batch depends on timing, and counts move by 10-20 %: compare with
+`STORE_URL=memory://`. Instructions are not time
 (cache misses and system calls are not in them) and callgrind runs ~50x slower than the
 program: keep `--large` small with pacing (300 paced replies: about a minute).
 Needs valgrind (Debian: `apt-get install valgrind`).

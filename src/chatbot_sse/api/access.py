@@ -131,14 +131,14 @@ class AccessMiddleware:
         if is_public(path):
             return self.app(scope, receive, send)
         try:
-            identity = self._admit(scope, path)
+            identity = self._admit(scope)
         except ChatError as exc:
             return self._reject(exc, path, scope, receive, send)
         if self.rate_limit and path not in UNLIMITED_PATHS:
-            return self._check(scope, receive, send, identity)
+            return self._check(identity, path, scope, receive, send)
         return self.app(scope, receive, send)
 
-    def _admit(self, scope: Scope, path: str) -> str:
+    def _admit(self, scope: Scope) -> str:
         """Who is asking (their key's owner, else their address), into the scope's state;
         `Unauthorized` without a valid key where keys are required."""
         owner = None
@@ -154,8 +154,9 @@ class AccessMiddleware:
         state["client"] = identity
         return identity
 
-    async def _check(self, scope: Scope, receive: Receive, send: Send, identity: str) -> None:
-        path: str = scope["path"]
+    async def _check(
+        self, identity: str, path: str, scope: Scope, receive: Receive, send: Send
+    ) -> None:
         try:
             await self._count(scope, identity)
         except ChatError as exc:
