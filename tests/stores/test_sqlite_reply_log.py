@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sqlite3
 import subprocess
 import sys
@@ -67,7 +68,7 @@ async def test_a_version_1_file_is_migrated_keeping_its_data(db_path: Path) -> N
     store = SQLiteStore(db_path)
     await store.open()
     try:
-        assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 5
+        assert (await store.pragmas())["user_version"] == SCHEMA_VERSION == 6
         assert [m.content for m in await store.history("c1")] == ["kept"]
         conversation = await store.get_conversation("c1")
         assert conversation is not None
@@ -113,6 +114,107 @@ async def test_a_version_4_log_is_migrated_and_reads_back_with_new_rows(db_path:
     finally:
         await store.close()
     assert count_rows(db_path) == (1, 4)  # three old rows, one new
+
+
+def reply_frames(conversation_id: str, reply_id: str, count: int) -> list[tuple[int, bytes]]:
+    """A reply's frames as the server encodes them: both ids in every event."""
+    ids = f'"conversation_id":"{conversation_id}","message_id":"{reply_id}"'
+    return [
+        (
+            seq,
+            f'event: message\nid: {reply_id}:{seq}\ndata: {{"content":" w{seq}",{ids}}}\n\n'.encode(),
+        )
+        for seq in range(count)
+    ]
+
+
+def stored_rows(path: Path) -> list[tuple[int, int, int, int]]:
+    """(seq, stored bytes, span, codec) of every row of the log."""
+    with contextlib.closing(sqlite3.connect(path)) as conn:
+        return conn.execute(
+            "SELECT seq, length(frame), span, codec FROM reply_events ORDER BY reply, seq"
+        ).fetchall()
+
+
+async def test_a_whole_reply_is_stored_compressed_and_reads_back_exactly(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    """Version 6: a fast reply's log (one row of 22 frames, 4 KB) is LZ4-compressed to a
+    fraction, small enough for its page (no overflow page per reply); a paced reply's
+    small appends stay as they are. Every resume point reads the same bytes back."""
+    conversation_id, reply_id = new_conversation_id(), new_message_id()
+    frames = reply_frames(conversation_id, reply_id, 22)
+    await store.append_events(conversation_id, reply_id, frames, finished=True)
+    paced_id = new_message_id()
+    paced = reply_frames(conversation_id, paced_id, 4)
+    await store.append_events(conversation_id, paced_id, paced[:2])
+    await store.append_events(conversation_id, paced_id, paced[2:], finished=True)
+
+    rows = stored_rows(db_path)
+    whole = sum(len(frame) for _, frame in frames)
+    assert whole > 3000
+    assert rows[0][2:] == (22, replies_log.LZ4)
+    assert rows[0][1] < whole / 4
+    assert [row[2:] for row in rows[1:]] == [(2, replies_log.PLAIN)] * 2
+    for after in range(-1, 22):
+        got = await store.read_events(conversation_id, reply_id, after_seq=after)
+        assert got == ReplyEvents([e for e in frames if e[0] > after], finished=True, exists=True)
+    got = await store.read_events(conversation_id, paced_id, after_seq=0)
+    assert got.events == paced[1:]
+
+
+def test_rows_are_packed_only_when_big_enough_and_it_helps() -> None:
+    small = b"event: message\ndata: {}\n\n"
+    assert replies_log.pack(small) == (small, replies_log.PLAIN)
+    noise = os.urandom(2000)  # nothing to compress: stored as it is
+    assert replies_log.pack(noise) == (noise, replies_log.PLAIN)
+    big = small * 40
+    stored, codec = replies_log.pack(big)
+    assert codec == replies_log.LZ4
+    assert len(stored) < len(big) / 4
+    assert replies_log.unpack(stored, codec) == big
+    with pytest.raises(ValueError, match="unknown codec 7"):
+        replies_log.unpack(stored, 7)
+
+
+async def test_a_version_5_log_is_migrated_and_its_plain_rows_read_back(db_path: Path) -> None:
+    """Rows written before version 6 (no `codec`: plain frames) read as before, beside
+    compressed ones appended after the migration."""
+    store = SQLiteStore(db_path)
+    await store.open()
+    await store.close()
+    conversation_id, reply_id = new_conversation_id(), new_message_id()
+    frames = reply_frames(conversation_id, reply_id, 30)
+    old, new = frames[:10], frames[10:]
+    with contextlib.closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
+        conn.executescript(
+            "DROP TABLE reply_events; CREATE TABLE reply_events (reply INTEGER NOT NULL,"
+            " seq INTEGER NOT NULL, frame BLOB NOT NULL, span INTEGER NOT NULL DEFAULT 1,"
+            " PRIMARY KEY (reply, seq)) WITHOUT ROWID; PRAGMA user_version = 5;"
+        )
+        cursor = conn.execute(
+            "INSERT INTO replies (conversation_id, reply_id, updated_at, last_seq)"
+            " VALUES (?, ?, ?, 9)",
+            (conversation_id, reply_id, time.time()),
+        )
+        conn.execute(
+            "INSERT INTO reply_events (reply, seq, frame, span) VALUES (?, 0, ?, 10)",
+            (cursor.lastrowid, b"".join(frame for _, frame in old)),
+        )
+    store = SQLiteStore(db_path)
+    await store.open()
+    try:
+        assert (await store.pragmas())["user_version"] == SCHEMA_VERSION
+        await store.append_events(conversation_id, reply_id, new, finished=True)
+        for after in range(-1, 30):
+            got = await store.read_events(conversation_id, reply_id, after_seq=after)
+            assert got.events == [e for e in frames if e[0] > after]
+    finally:
+        await store.close()
+    assert [row[2:] for row in stored_rows(db_path)] == [
+        (10, replies_log.PLAIN),
+        (20, replies_log.LZ4),
+    ]
 
 
 def test_continuations_are_appended_without_a_statement_per_reply(db_path: Path) -> None:

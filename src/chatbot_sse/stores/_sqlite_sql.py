@@ -24,6 +24,12 @@ sweep reads only what has expired.
 Version 5 added `reply_events.span`: a row holds `span` consecutive events, their frames
 joined (`_sqlite_replies.append`). A fast reply's 22 events used to be 22 inserts at its
 end; now they are one.
+
+Version 6 added `reply_events.codec`: 0, the frames as they are; 1, LZ4-compressed
+(`_sqlite_replies.pack`). A fast reply's row was 4.4 KB, too big for a page of a
+WITHOUT ROWID table: every reply wrote an overflow page of its own to the WAL (and again
+at the checkpoint), 85 % of the file. Its frames repeat the conversation's and the
+reply's ids in every event: compressed, the row is ~370 bytes and ten share a page.
 """
 
 from __future__ import annotations
@@ -54,7 +60,7 @@ __all__ = [
     "write",
 ]
 
-SCHEMA_VERSION = 5  # kept in `PRAGMA user_version`; bump it with a migration step
+SCHEMA_VERSION = 6  # kept in `PRAGMA user_version`; bump it with a migration step
 SCHEMA = (
     """CREATE TABLE IF NOT EXISTS conversations (
         id TEXT PRIMARY KEY,
@@ -97,6 +103,7 @@ SCHEMA = (
         seq INTEGER NOT NULL,
         frame BLOB NOT NULL,
         span INTEGER NOT NULL DEFAULT 1,
+        codec INTEGER NOT NULL DEFAULT 0,
         PRIMARY KEY (reply, seq)
     ) WITHOUT ROWID""",
     """CREATE TABLE IF NOT EXISTS rate_windows (
@@ -186,6 +193,8 @@ def prepare(conn: sqlite3.Connection, path: Path, busy_timeout_ms: int) -> None:
             columns = {row[1] for row in conn.execute("PRAGMA table_info(reply_events)")}
             if "span" not in columns:  # a version 2 to 4 file: every row holds one event
                 conn.execute("ALTER TABLE reply_events ADD COLUMN span INTEGER NOT NULL DEFAULT 1")
+            if "codec" not in columns:  # a version 2 to 5 file: every row is plain frames
+                conn.execute("ALTER TABLE reply_events ADD COLUMN codec INTEGER NOT NULL DEFAULT 0")
         # written even when unchanged: a read-only file fails here, at start-up, not at the
         # first chat (SQLite opens such a file read-only without complaint)
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
