@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from chatbot_sse.domain import Message, Role, new_conversation_id, new_message_id
+from chatbot_sse.errors import StoreUnavailable
 from chatbot_sse.stores import _sqlite_replies as replies_log
 from chatbot_sse.stores._retention import ABANDONED_AFTER, PRUNE_EVERY
 from chatbot_sse.stores._sqlite_sql import prepare
@@ -173,8 +174,26 @@ def test_rows_are_packed_only_when_big_enough_and_it_helps() -> None:
     assert codec == replies_log.LZ4
     assert len(stored) < len(big) / 4
     assert replies_log.unpack(stored, codec) == big
-    with pytest.raises(ValueError, match="unknown codec 7"):
+    with pytest.raises(sqlite3.DatabaseError, match="unknown codec 7"):
         replies_log.unpack(stored, 7)
+    damaged = stored[:4] + b"\xff" * (len(stored) - 4)
+    with pytest.raises(sqlite3.DatabaseError, match="corrupt"):
+        replies_log.unpack(damaged, codec)
+
+
+async def test_a_row_that_cannot_be_unpacked_is_a_store_failure(
+    store: SQLiteStore, db_path: Path
+) -> None:
+    """A damaged compressed row fails the read as SQLite's own corruption would:
+    `StoreUnavailable`, which a follower turns into an `error` event, never a crash."""
+    conversation_id, reply_id = new_conversation_id(), new_message_id()
+    await store.append_events(
+        conversation_id, reply_id, reply_frames(conversation_id, reply_id, 22), finished=True
+    )
+    with contextlib.closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
+        conn.execute("UPDATE reply_events SET frame = x'ffffffff00112233'")
+    with pytest.raises(StoreUnavailable, match="reply log row is corrupt"):
+        await store.read_events(conversation_id, reply_id)
 
 
 async def test_a_version_5_log_is_migrated_and_its_plain_rows_read_back(db_path: Path) -> None:

@@ -60,6 +60,9 @@ PACK_MIN = 512
 one or two frames of a paced reply's append have little to share."""
 
 
+MAX_UNPACKED = 64 * 2**20  # bytes: far above any reply's log, far below what would hurt
+
+
 def pack(frames: bytes) -> tuple[bytes, int]:
     """A row's frames as stored, and their codec: compressed if big enough and it helps."""
     if len(frames) < PACK_MIN:
@@ -69,13 +72,21 @@ def pack(frames: bytes) -> tuple[bytes, int]:
 
 
 def unpack(stored: bytes, codec: int) -> bytes:
-    """The frames of a row as `pack` stored them."""
+    """The frames of a row as `pack` stored them. A row that cannot be read is the file's
+    fault, as SQLite's own corruption is: `sqlite3.DatabaseError` (the store's reader makes
+    it `StoreUnavailable`, and a follower's stream ends with an `error` event)."""
     if codec == PLAIN:
         return stored
     if codec == LZ4:
-        frames: bytes = lz4.block.decompress(stored)
+        size = int.from_bytes(stored[:4], "little")  # `store_size`: what it unpacks to
+        if len(stored) < 4 or size > MAX_UNPACKED:  # never allocate what a damaged row claims
+            raise sqlite3.DatabaseError(f"reply log row is corrupt: it claims {size} bytes")
+        try:
+            frames: bytes = lz4.block.decompress(stored)
+        except (lz4.block.LZ4BlockError, ValueError) as exc:
+            raise sqlite3.DatabaseError(f"reply log row is corrupt: {exc}") from None
         return frames
-    raise ValueError(f"reply log row with unknown codec {codec}")
+    raise sqlite3.DatabaseError(f"reply log row with unknown codec {codec}")
 
 
 # Parameters: (now - ABANDONED_AFTER, now - retention). No NULL can reach NOT: updated_at is set.
