@@ -10,7 +10,7 @@ A row of `reply_events` holds `span` consecutive events, their frames joined
 (see `FRAME_END`): what one append brings, usually a fast reply's whole log at
 its end, or a paced reply's last tenth of a second, is one row. A row of
 `PACK_MIN` bytes or more is stored LZ4-compressed (`pack`, `codec` 1): a fast
-reply's 22 frames, 4.4 KB that repeat its two ids in every event, become ~370
+reply's 22 frames, 4.4 KB that repeat its two ids in every event, become ~580
 bytes, which fit in the table's page instead of an overflow page of their own
 (see `_sqlite_sql`, version 6). LZ4 takes ~1.5 us each way for such a row.
 
@@ -58,8 +58,6 @@ LZ4 = 1  # codec: an LZ4 block with its size in front (`lz4.block`, `store_size`
 PACK_MIN = 512
 """Bytes from which a row is compressed: below it a row fits in its page anyway, and the
 one or two frames of a paced reply's append have little to share."""
-
-
 MAX_UNPACKED = 64 * 2**20  # bytes: far above any reply's log, far below what would hurt
 
 

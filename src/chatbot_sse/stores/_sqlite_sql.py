@@ -29,7 +29,7 @@ Version 6 added `reply_events.codec`: 0, the frames as they are; 1, LZ4-compress
 (`_sqlite_replies.pack`). A fast reply's row was 4.4 KB, too big for a page of a
 WITHOUT ROWID table: every reply wrote an overflow page of its own to the WAL (and again
 at the checkpoint), 85 % of the file. Its frames repeat the conversation's and the
-reply's ids in every event: compressed, the row is ~370 bytes and ten share a page.
+reply's ids in every event: compressed, the row is ~580 bytes and six share a page.
 """
 
 from __future__ import annotations
