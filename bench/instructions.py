@@ -52,14 +52,19 @@ def per_reply(small: tuple[int, int], large: tuple[int, int]) -> float:
     return (i2 - i1) / (n2 - n1)
 
 
+CALLGRIND = ("valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null")
+"""The command prefix counting a program's instructions; only the count is kept."""
+
+
+def shadowed(pythonpath: str, source: Path | None) -> str:
+    """`pythonpath` with `source`'s package first, if given: it shadows the installed one."""
+    return pythonpath if source is None else f"{source / 'src'}{os.pathsep}{pythonpath}"
+
+
 def _count(replies: int, args: list[str], source: Path | None) -> int:
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    if source is not None:  # another checkout's package first: it shadows the installed one
-        env["PYTHONPATH"] = f"{source / 'src'}{os.pathsep}{ROOT}"
+    env = dict(os.environ, PYTHONPATH=shadowed(str(ROOT), source))
     command = [
-        "valgrind",
-        "--tool=callgrind",
-        "--callgrind-out-file=/dev/null",
+        *CALLGRIND,
         sys.executable,
         "-m",
         "bench.inprocess",

@@ -32,7 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from bench.client import fetch, request_bytes
-from bench.instructions import collected, per_reply
+from bench.instructions import CALLGRIND, collected, per_reply, shadowed
 from bench.servers import ROOT, SPECS, STACKS, Spec, free_port
 
 HOST = "127.0.0.1"
@@ -75,16 +75,9 @@ def _count(spec: Spec, stack: str, replies: int, concurrency: int, source: Path 
     port = free_port()
     with tempfile.TemporaryDirectory(prefix="bench-instructions-") as tmp:
         env = spec.env(port, 0.0, Path(tmp))
-        if source is not None:  # another checkout's package first: it shadows the installed one
-            env["PYTHONPATH"] = f"{source / 'src'}{os.pathsep}{env['PYTHONPATH']}"
-        command = [
-            "valgrind",
-            "--tool=callgrind",
-            "--callgrind-out-file=/dev/null",
-            *spec.command(port, stack),
-        ]
+        env["PYTHONPATH"] = shadowed(env["PYTHONPATH"], source)
         proc = subprocess.Popen(  # noqa: S603 - valgrind and our own interpreter
-            command,
+            [*CALLGRIND, *spec.command(port, stack)],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,

@@ -13,7 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -80,6 +80,27 @@ async def test_a_version_1_file_is_migrated_keeping_its_data(db_path: Path) -> N
         await store.close()
 
 
+@contextlib.contextmanager
+def older_log(
+    path: Path, version: int, event_columns: str, keys: tuple[str, str], last_seq: int
+) -> Iterator[tuple[sqlite3.Connection, int]]:
+    """The store's file as `version` left it: `reply_events` with only `event_columns`, and
+    one reply entered up to `last_seq`; the connection and that reply's row id, to add the
+    events the old version wrote."""
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as conn:
+        conn.executescript(
+            f"DROP TABLE reply_events; CREATE TABLE reply_events ({event_columns},"
+            f" PRIMARY KEY (reply, seq)) WITHOUT ROWID; PRAGMA user_version = {version};"
+        )
+        cursor = conn.execute(
+            "INSERT INTO replies (conversation_id, reply_id, updated_at, last_seq)"
+            " VALUES (?, ?, ?, ?)",
+            (*keys, time.time(), last_seq),
+        )
+        assert cursor.lastrowid is not None
+        yield conn, cursor.lastrowid
+
+
 async def test_a_version_4_log_is_migrated_and_reads_back_with_new_rows(db_path: Path) -> None:
     """Version 5 keeps consecutive frames appended together in one row (`span`); rows
     written by version 4, one event each, read as before, beside the new ones."""
@@ -88,20 +109,11 @@ async def test_a_version_4_log_is_migrated_and_reads_back_with_new_rows(db_path:
     await store.close()
     conversation_id, reply_id = new_conversation_id(), new_message_id()
     old = [(seq, b"event: message\nid: r:%d\ndata: {}\n\n" % seq) for seq in range(3)]
-    with contextlib.closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
-        conn.executescript(
-            "DROP TABLE reply_events; CREATE TABLE reply_events (reply INTEGER NOT NULL,"
-            " seq INTEGER NOT NULL, frame BLOB NOT NULL, PRIMARY KEY (reply, seq)) WITHOUT ROWID;"
-            "PRAGMA user_version = 4;"
-        )
-        cursor = conn.execute(
-            "INSERT INTO replies (conversation_id, reply_id, updated_at, last_seq)"
-            " VALUES (?, ?, ?, 2)",
-            (conversation_id, reply_id, time.time()),
-        )
+    v4_events = "reply INTEGER NOT NULL, seq INTEGER NOT NULL, frame BLOB NOT NULL"
+    with older_log(db_path, 4, v4_events, (conversation_id, reply_id), 2) as (conn, reply):
         conn.executemany(
             "INSERT INTO reply_events (reply, seq, frame) VALUES (?, ?, ?)",
-            [(cursor.lastrowid, seq, frame) for seq, frame in old],
+            [(reply, seq, frame) for seq, frame in old],
         )
     store = SQLiteStore(db_path)
     await store.open()
@@ -205,20 +217,14 @@ async def test_a_version_5_log_is_migrated_and_its_plain_rows_read_back(db_path:
     conversation_id, reply_id = new_conversation_id(), new_message_id()
     frames = reply_frames(conversation_id, reply_id, 30)
     old, new = frames[:10], frames[10:]
-    with contextlib.closing(sqlite3.connect(db_path, isolation_level=None)) as conn:
-        conn.executescript(
-            "DROP TABLE reply_events; CREATE TABLE reply_events (reply INTEGER NOT NULL,"
-            " seq INTEGER NOT NULL, frame BLOB NOT NULL, span INTEGER NOT NULL DEFAULT 1,"
-            " PRIMARY KEY (reply, seq)) WITHOUT ROWID; PRAGMA user_version = 5;"
-        )
-        cursor = conn.execute(
-            "INSERT INTO replies (conversation_id, reply_id, updated_at, last_seq)"
-            " VALUES (?, ?, ?, 9)",
-            (conversation_id, reply_id, time.time()),
-        )
+    v5_events = (
+        "reply INTEGER NOT NULL, seq INTEGER NOT NULL, frame BLOB NOT NULL,"
+        " span INTEGER NOT NULL DEFAULT 1"
+    )
+    with older_log(db_path, 5, v5_events, (conversation_id, reply_id), 9) as (conn, reply):
         conn.execute(
             "INSERT INTO reply_events (reply, seq, frame, span) VALUES (?, 0, ?, 10)",
-            (cursor.lastrowid, b"".join(frame for _, frame in old)),
+            (reply, b"".join(frame for _, frame in old)),
         )
     store = SQLiteStore(db_path)
     await store.open()
