@@ -186,6 +186,7 @@ async def run(cfg: argparse.Namespace) -> dict[str, Any]:
         for s in SPECS
         if s.name in cfg.servers or (not cfg.servers and not (s.extra and cfg.quick))
         if not (s.gunicorn and cfg.stack != "uvloop")  # gunicorn's worker picks its own stack
+        if cfg.compiled or not s.compiled or s.name in cfg.servers
     ]
     results: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
@@ -195,6 +196,7 @@ async def run(cfg: argparse.Namespace) -> dict[str, Any]:
             "message": measure.MESSAGE,
             "wrk": f"wrk -t1 -c50 -d{cfg.duration:g}s -s bench/wrk/chat.lua",
             "stack": cfg.stack,
+            "compiled": cfg.compiled,
             "duration_s": cfg.duration,
             "probe_concurrency": cfg.probe,
             "python_concurrency": 50,
@@ -284,6 +286,11 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
         default="uvloop",
         help="every server's event loop and HTTP parser: uvloop + httptools (how chatbot-sse "
         "runs), or asyncio + h11 (plain uvicorn: the stack of issue 8's own numbers)",
+    )
+    parser.add_argument(
+        "--compiled",
+        action="store_true",
+        help="add chatbot-sse's compiled build (mypyc, `make native`) as a diagnostic row",
     )
     parser.add_argument(
         "--out",

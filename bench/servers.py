@@ -37,6 +37,10 @@ STACKS: dict[str, tuple[str, str, str]] = {
 `[standard]` extras: the stack issue 8's own numbers match (see docs/bench.md)."""
 
 
+NATIVE_SITE = ROOT / "build" / "native" / "site"
+"""The compiled build (`make native`), which the `compiled` row runs ahead of the install."""
+
+
 @dataclass(frozen=True)
 class Spec:
     """One contestant: a name, a command line and how pacing is switched on."""
@@ -47,6 +51,7 @@ class Spec:
     gunicorn: bool = False
     store: str = "sqlite"  # chatbot-sse's STORE_URL scheme: sqlite (the default) or memory
     extra: bool = False  # diagnostic only: in full runs, not in --quick
+    compiled: bool = False  # chatbot-sse's compiled build (mypyc), not the installed package
 
     def command(self, port: int, stack: str = "uvloop") -> list[str]:
         loop, http, ours_http = STACKS[stack]
@@ -65,6 +70,10 @@ class Spec:
     def env(self, port: int, pace: float, workdir: Path) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
         env.update(HOST="127.0.0.1", PORT=str(port), PYTHONPATH=str(ROOT))
+        if self.compiled:
+            if not NATIVE_SITE.is_dir():
+                raise RuntimeError(f"no compiled build in {NATIVE_SITE}: run `make native`")
+            env["PYTHONPATH"] = f"{NATIVE_SITE}{os.pathsep}{ROOT}"  # ahead of the editable install
         if self.ours:
             env.update(
                 STORE_URL=(
@@ -92,6 +101,13 @@ SPECS: tuple[Spec, ...] = (
         ours=True,
         store="memory",
         extra=True,
+    ),
+    Spec(
+        "chatbot_sse_compiled",
+        "chatbot-sse, compiled build (diagnostic)",
+        ours=True,
+        extra=True,
+        compiled=True,
     ),
 )
 FLOOR = SPECS[0].name

@@ -301,10 +301,12 @@ class TurnService:
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.shield(final)
             final.result()  # its own failure, if any (`_end` logs the store's and goes on)
-            raise
-        except ChatError as exc:
+            raise exc  # named: compiled, a bare `raise` after an `await` loses the exception
+        except ChatError as failure:
             outcome = "error"
-            await self._fail(turn, parts, exc.code, exc.message, exc.retryable, emit, finish, base)
+            await self._fail(
+                turn, parts, failure.code, failure.message, failure.retryable, emit, finish, base
+            )
         except Exception:
             outcome = "error"
             log.exception("turn_failed", conversation_id=turn.conversation_id, message_id=rid)

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 import time
 import weakref
@@ -41,6 +42,7 @@ from collections.abc import Awaitable, Callable
 from typing import Protocol
 
 import structlog
+from mypy_extensions import mypyc_attr
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
@@ -201,30 +203,56 @@ def task_source(
     """A reply generated for this connection alone (no resume): it stops when the client leaves.
 
     With `max_seconds` > 0 it is cancelled with `stream_timeout` at that age.
+    Built of small objects, not closures: compiled (mypyc), closures that refer to each
+    other share one environment that refers back to them, a cycle per reply.
     """
     live = LiveReply("", "")
-
-    async def write(frame: bytes) -> None:
-        live.publish(frame)
-
-    async def run() -> None:
-        try:
-            await generate(write)
-        finally:
-            live.finish()
-
-    task = asyncio.ensure_future(run())
+    task = asyncio.ensure_future(_generate_into(live, generate))
     if max_seconds > 0:
         timer = asyncio.get_running_loop().call_later(max_seconds, task.cancel, "stream_timeout")
-        task.add_done_callback(lambda _: timer.cancel())
+        task.add_done_callback(functools.partial(_cancel_timer, timer))
+    return LiveSource(live, 0, _TaskStop(task))
 
-    async def stop() -> None:
+
+class _Publisher:
+    """A `FrameWrite` into a `LiveReply`."""
+
+    __slots__ = ("live",)
+
+    def __init__(self, live: LiveReply) -> None:
+        self.live = live
+
+    async def __call__(self, frame: bytes) -> None:
+        self.live.publish(frame)
+
+
+async def _generate_into(
+    live: LiveReply, generate: Callable[[FrameWrite], Awaitable[None]]
+) -> None:
+    try:
+        await generate(_Publisher(live))
+    finally:
+        live.finish()
+
+
+def _cancel_timer(timer: asyncio.TimerHandle, _: object) -> None:
+    timer.cancel()
+
+
+class _TaskStop:
+    """Stops a connection's own generation once the connection is done with it."""
+
+    __slots__ = ("task",)
+
+    def __init__(self, task: asyncio.Task[None]) -> None:
+        self.task = task
+
+    async def __call__(self) -> None:
+        task = self.task
         if not task.done():
             task.cancel("interrupted")
         with contextlib.suppress(asyncio.CancelledError):
             await task
-
-    return LiveSource(live, 0, stop)
 
 
 class LogSource:
@@ -400,7 +428,7 @@ class WriteStop:
 class StreamGuard:
     """One connection's bounds, checked by its event loop's `StreamWatch`."""
 
-    __slots__ = ("__weakref__", "expires_at", "max_backlog", "source", "stop")  # weakref: tests
+    __slots__ = ("expires_at", "max_backlog", "source", "stop")
 
     def __init__(
         self, source: FrameSource, stop: WriteStop, max_backlog: int, expires_at: float
@@ -451,6 +479,9 @@ class StreamWatch:
     def discard(self, guard: StreamGuard) -> None:
         self._guards.discard(guard)
 
+    def __contains__(self, guard: StreamGuard) -> bool:
+        return guard in self._guards
+
     def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()
@@ -477,6 +508,7 @@ def stream_watch() -> StreamWatch:
     return watch
 
 
+@mypyc_attr(native_class=False)  # compiled: `media_type` stays a class attribute FastAPI reads
 class EventStreamResponse(Response):
     media_type = "text/event-stream"
 
@@ -515,9 +547,9 @@ class EventStreamResponse(Response):
         try:
             start = {"type": "http.response.start", "status": 200}
             await send({**start, "headers": SSE_HEADERS + self.extra_headers})
-        except BaseException:
+        except BaseException as exc:
             await self._release()
-            raise
+            raise exc  # named: compiled, a bare `raise` after an `await` loses the exception
         send = unwrap(send)  # started: the body goes past the middlewares' start hooks
         task = asyncio.current_task()
         assert task is not None  # ASGI apps run in a task

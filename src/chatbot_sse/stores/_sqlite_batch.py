@@ -143,11 +143,11 @@ class GroupCommit:
             return [(False, exc)] * len(batch)
         try:
             outcomes = await self._run(executor, conn, batch)
-        except BaseException as exc:  # nothing of the batch is kept
+        except BaseException as stopped:  # nothing of the batch is kept
             await asyncio.shield(self._abandon(executor, conn, durable))
-            if isinstance(exc, Exception):
-                return [(False, exc)] * len(batch)
-            raise
+            if isinstance(stopped, Exception):
+                return [(False, stopped)] * len(batch)
+            raise stopped  # named: compiled, a bare `raise` after an `await` loses the exception
         try:
             await asyncio.shield(loop.run_in_executor(executor, self._end, conn, durable, True))
         except Exception as exc:  # COMMIT failed: nothing of the batch was written
