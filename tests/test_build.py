@@ -66,10 +66,10 @@ def test_the_build_covers_the_reply_path() -> None:
 
 
 def _mypyc_pitfalls(source: str) -> list[str]:
-    """What compiled code does differently from Python, found by mypyc's own tests failing
-    here: one `except ... as name` per function keeps the first clause's type (a later
-    clause's exception fails a type check, or worse), and a bare `raise` after an `await`
-    in the same handler re-raises an exception already released (a crash)."""
+    """Two things compiled code does differently from Python, found when this suite first ran
+    against the build: one `except ... as name` per function keeps the first clause's type
+    (a later clause's exception fails a type check), and a bare `raise` after an `await` in
+    the same handler re-raises an exception already released (a crash)."""
     found = []
     for fn in ast.walk(ast.parse(source)):
         if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
