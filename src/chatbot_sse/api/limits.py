@@ -70,21 +70,19 @@ class StreamGate:
     async def enter(self, identity: str) -> Release:
         """Admit one stream of `identity`, or raise `ServerBusy` / `TooManyStreams`."""
         if self.per_worker and self.active >= self.per_worker:
-            busy = ServerBusy(f"this server is at its limit of {self.per_worker} streams")
-            self.metrics.rejected(busy.code)  # the instance's: mypyc won't read it off the class
-            raise busy
+            self.metrics.rejected(ServerBusy.code)
+            raise ServerBusy(f"this server is at its limit of {self.per_worker} streams")
         self.active += 1
         holder: str | None = None
         try:
             if self.per_key:
                 holder = secrets.token_hex(8)
                 if not await self.store.acquire_slot(identity, holder, self.per_key, self.lease):
-                    refused = TooManyStreams(
+                    self.metrics.rejected(TooManyStreams.code)
+                    raise TooManyStreams(
                         f"at most {self.per_key} concurrent streams per client",
                         retry_after=SLOT_RETRY_AFTER,
                     )
-                    self.metrics.rejected(refused.code)
-                    raise refused
         except StoreUnavailable:
             log.warning("stream_slots_unavailable", exc_info=True)
             holder = None
