@@ -1,7 +1,8 @@
 # chatbot-sse: production image (gunicorn + uvicorn workers, SQLite in /app/data by default).
 # The first stage builds the wheel; with `--build-arg COMPILED=1` the reply's path is
 # compiled by mypyc (pyproject's `hooks.mypyc`: ~2.5 min, a C compiler in that stage only).
-FROM python:3.11-slim AS build
+# Python 3.13: the same code serves 1.3-1.5x the replies/s of 3.11 (docs/bench.md).
+FROM python:3.13-slim AS build
 
 ARG COMPILED=0
 ENV PIP_NO_CACHE_DIR=1
@@ -13,7 +14,7 @@ COPY src ./src
 RUN if [ "$COMPILED" = 1 ]; then export HATCH_BUILD_HOOK_ENABLE_MYPYC=1; fi \
     && pip wheel --no-deps -w /wheels .
 
-FROM python:3.11-slim
+FROM python:3.13-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
     HOST=0.0.0.0 PORT=8000 STORE_URL=sqlite:////app/data/chatbot.db
