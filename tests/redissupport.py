@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from livesupport import free_port
+from livesupport import die_with_parent, free_port
 
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -89,6 +89,7 @@ class RedisServer:
             cwd=self.workdir,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout
         client = redis.Redis(port=self.port, socket_connect_timeout=0.5, socket_timeout=1)

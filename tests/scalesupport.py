@@ -17,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from livesupport import Event, free_port, parse_sse
+from livesupport import Event, die_with_parent, free_port, parse_sse
 
 NGINX = Path(os.environ.get("NGINX", "/usr/sbin/nginx"))
 DEPLOY = Path(__file__).resolve().parent.parent / "deploy"
@@ -228,6 +228,7 @@ http {{
                 [binary, "-p", str(self.workdir), "-c", str(conf), "-g", directives],
                 stdout=subprocess.DEVNULL,
                 stderr=stderr,
+                preexec_fn=die_with_parent,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

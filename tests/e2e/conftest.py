@@ -40,6 +40,7 @@ from playwright.sync_api import (
 )
 
 from browsersupport import browser, playwright  # noqa: F401 - fixtures used below
+from livesupport import die_with_parent
 
 ROOT = Path(__file__).resolve().parents[2]
 ARTIFACTS = ROOT / "test-artifacts"
@@ -95,7 +96,7 @@ def web_server(tmp_path_factory: pytest.TempPathFactory, web_store: Path) -> Ite
             [sys.executable, "-m", "uvicorn", "chatbot_sse.main:app", "--host", "127.0.0.1",
              "--http", "chatbot_sse.request_deadline:RequestDeadlineProtocol",
              "--port", str(port), "--no-access-log", "--timeout-graceful-shutdown", "2"],
-            cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT,
+            cwd=tmp, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent,
         )  # fmt: skip
         url = f"http://127.0.0.1:{port}"
         try:

@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from livesupport import ServerProcess, free_port, post_chat
+from livesupport import ServerProcess, die_with_parent, free_port, post_chat
 from localsupport import require_local_extra
 
 pytestmark = pytest.mark.local_model
@@ -88,6 +88,7 @@ def llama_cpp_server(model_path: Path, tmp_path: Path) -> Iterator[str]:
             command,
             stdout=log,
             stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
         )
     url = f"http://127.0.0.1:{port}/v1"
     try:
