@@ -1,7 +1,7 @@
 # chatbot-sse: production image (gunicorn + uvicorn workers, SQLite in /app/data by default).
 # The first stage builds the wheel; with `--build-arg COMPILED=1` the reply's path is
 # compiled by mypyc (pyproject's `hooks.mypyc`: ~2.5 min, a C compiler in that stage only).
-# Python 3.13: the same code serves 1.2-1.5x the replies/s of 3.11 (docs/bench.md).
+# Python 3.13, as `make` picks when it can (3.11+ works; for speed they measured alike).
 FROM python:3.13-slim AS build
 
 ARG COMPILED=0

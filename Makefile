@@ -1,8 +1,8 @@
 # chatbot-sse: one target per task. `make run` and `make test` work on a fresh machine.
 SHELL := /bin/bash
 # The newest CPython from 3.13 down to 3.11 that runs here, pyenv's installed versions included
-# (their shims run only the version pyenv selects): on 3.13 the same code serves 1.2-1.5x the
-# replies/s of 3.11, and the bare ASGI floor none more (docs/bench.md). PYTHON=... overrides.
+# (their shims run only the version pyenv selects): the newest is supported the longest; for
+# speed 3.13 and 3.11 measured alike here (docs/bench.md). PYTHON=... overrides.
 PYTHON ?= $(shell for v in 3.13 3.12 3.11; do \
   for p in python$$v $$(ls -d "$${PYENV_ROOT:-$$HOME/.pyenv}"/versions/$$v.*/bin/python$$v 2>/dev/null | sort -V | tail -n 1); do \
     "$$p" -c 'import ensurepip, sqlite3, venv' >/dev/null 2>&1 && { echo "$$p"; exit; }; \
