@@ -7,7 +7,6 @@ with SIGKILL, as a CI timeout or `kill -9` of pytest would, so no teardown runs.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -15,15 +14,17 @@ from pathlib import Path
 
 import pytest
 
+from chatbot_sse.loadtest.withserver import is_listening
+
 TESTS = Path(__file__).resolve().parent
 
 # A stand-in for pytest: starts a live server the tests' way, says where, and is killed.
 PARENT = """
-import os, signal, sys
+import os, pathlib, signal, sys
 sys.path.insert(0, sys.argv[1])
 from livesupport import ServerProcess
 server = ServerProcess({"STORE_URL": f"sqlite:///{sys.argv[2]}/chat.db"})
-server.log_path = __import__("pathlib").Path(sys.argv[2]) / "server.log"
+server.log_path = pathlib.Path(sys.argv[2]) / "server.log"
 server.start()
 assert server.proc is not None
 print(server.proc.pid, server.port, flush=True)
@@ -38,12 +39,6 @@ def alive(pid: int) -> bool:
     except FileNotFoundError:
         return False
     return state != "Z"
-
-
-def listening(port: int) -> bool:
-    with socket.socket() as sock:
-        sock.settimeout(1)
-        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
@@ -62,4 +57,4 @@ def test_a_server_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
     if alive(pid):  # leave nothing behind when the helper is broken
         os.kill(pid, 9)
         pytest.fail(f"the server {pid} outlived the process that started it")
-    assert not listening(port)
+    assert not is_listening("127.0.0.1", port)
