@@ -23,6 +23,8 @@ from pathlib import Path
 
 import psutil
 
+from chatbot_sse.loadtest.withserver import die_with_parent
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 UVICORN = [str(BIN / "python"), "-m", "uvicorn",
@@ -211,6 +213,7 @@ def start(
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent,
             )
         server = Server(spec, port, proc, log_path)
         try:

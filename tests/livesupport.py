@@ -9,7 +9,6 @@ multi-line data), so tests assert on the wire format, not on internals.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import signal
@@ -23,6 +22,8 @@ from typing import Any
 
 import httpx
 
+from chatbot_sse.loadtest.withserver import die_with_parent
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -31,20 +32,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def die_with_parent() -> None:
-    """`preexec_fn` for the servers the tests start: the kernel sends them SIGTERM when pytest ends.
-
-    A fixture's teardown stops its server, but it never runs when pytest itself is killed (a CI
-    timeout, a second ^C, `kill -9`), and the servers outlived the run holding their ports,
-    files and CPU. Linux's PR_SET_PDEATHSIG fires when the *thread* that started the child
-    ends: the servers here are started from pytest's main thread, never from a helper thread.
-    """
-    if not sys.platform.startswith("linux"):
-        return
-    pr_set_pdeathsig = 1
-    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 # uvicorn's HTTP protocol per kind of server: its `auto` choice (httptools), or its fallback.

@@ -1,7 +1,9 @@
-"""The live servers the tests start go away with the test run, even when it is killed.
+"""Servers started on someone's behalf go away with their starter, even when it is killed.
 
-Teardown stops a server in the ordinary case; these tests kill the process that started one
-with SIGKILL, as a CI timeout or `kill -9` of pytest would, so no teardown runs.
+A `finally` or a fixture's teardown stops a server in the ordinary case; these tests kill the
+process that started one with SIGKILL, as a CI timeout or `kill -9` would, so none runs. The
+starters: the tests' own live servers, `make bench`'s servers, and `withserver` (`make
+load-test`, `make demo`).
 """
 
 from __future__ import annotations
@@ -18,8 +20,10 @@ from chatbot_sse.loadtest.withserver import is_listening
 
 TESTS = Path(__file__).resolve().parent
 
+ROOT = TESTS.parent
+
 # A stand-in for pytest: starts a live server the tests' way, says where, and is killed.
-PARENT = """
+PYTEST = """
 import os, pathlib, signal, sys
 sys.path.insert(0, sys.argv[1])
 from livesupport import ServerProcess
@@ -29,6 +33,36 @@ server.start()
 assert server.proc is not None
 print(server.proc.pid, server.port, flush=True)
 os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+# A stand-in for `make bench`: starts our server the benchmark's way and is killed.
+BENCH = """
+import os, signal, sys
+sys.path.insert(0, sys.argv[1] + "/..")
+from bench.servers import SPECS, start
+spec = next(spec for spec in SPECS if spec.name == "chatbot_sse")
+with start(spec):
+    import psutil
+    me = psutil.Process()
+    (server,) = me.children()
+    (port,) = {conn.laddr.port for conn in server.net_connections() if conn.status == "LISTEN"}
+    print(server.pid, port, flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+# `withserver` starts a server and runs a command; the command says where and kills it.
+WITHSERVER = """
+import os, signal, subprocess, sys
+sys.path.insert(0, sys.argv[1])
+from chatbot_sse.loadtest.withserver import main
+from livesupport import free_port
+port = free_port()
+SAY_AND_KILL = (
+    "import os, signal, psutil; parent = psutil.Process().parent(); "
+    "(server,) = [p for p in parent.children() if p.pid != os.getpid()]; "
+    f"print(server.pid, {port}, flush=True); os.kill(parent.pid, signal.SIGKILL)"
+)
+main(["--url", f"http://127.0.0.1:{port}", "--", sys.executable, "-c", SAY_AND_KILL])
 """
 
 
@@ -42,10 +76,16 @@ def alive(pid: int) -> bool:
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
-def test_a_server_dies_with_the_process_that_started_it(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "starter", [PYTEST, BENCH, WITHSERVER], ids=["tests", "bench", "withserver"]
+)
+def test_a_server_dies_with_the_process_that_started_it(tmp_path: Path, starter: str) -> None:
+    if starter is not PYTEST:
+        pytest.importorskip("psutil")
     parent = subprocess.run(
-        [sys.executable, "-c", PARENT, str(TESTS), str(tmp_path)],
+        [sys.executable, "-c", starter, str(TESTS), str(tmp_path)],
         capture_output=True,
+        cwd=tmp_path,
         timeout=60,
         check=False,
     )

@@ -11,7 +11,9 @@ server they started (and only that one) whatever the command's outcome.
 from __future__ import annotations
 
 import argparse
+import ctypes
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -22,7 +24,22 @@ import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
-__all__ = ["is_listening", "main"]
+__all__ = ["die_with_parent", "is_listening", "main"]
+
+
+def die_with_parent() -> None:
+    """`preexec_fn` for a server started on someone's behalf: the kernel sends it SIGTERM when
+    its starter ends.
+
+    A `finally` stops the server, but it never runs when the starter itself is killed (a CI
+    timeout, a second ^C, `kill -9`), and the servers outlived it holding their ports, files
+    and CPU. Linux's PR_SET_PDEATHSIG fires when the *thread* that started the child ends:
+    start servers from the main thread, never from a helper thread. Elsewhere this does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def is_listening(host: str, port: int) -> bool:
@@ -60,7 +77,9 @@ def start_server(
     cmd = [sys.executable, "-m", "uvicorn", "chatbot_sse.main:app", "--host", host,
            "--port", str(port), "--no-access-log", "--timeout-graceful-shutdown", "5"]  # fmt: skip
     with (workdir / "server.log").open("wb") as log:  # the child keeps its own descriptor
-        return subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)  # noqa: S603
+        return subprocess.Popen(  # noqa: S603 - our own interpreter
+            cmd, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=die_with_parent
+        )
 
 
 def stop_server(proc: subprocess.Popen[bytes]) -> None:
