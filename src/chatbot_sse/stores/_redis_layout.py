@@ -266,15 +266,17 @@ DELETE_CONVERSATION = """
 -- The logs of its replies go too: every message id may name one (a reply's id is its
 -- message's), and the latest reply has no message yet while it runs. Their keys share the
 -- conversation's hash tag (its slot), so they are named here from the conversation's base.
+-- UNLINK, not DEL: a long conversation's lists are freed in Redis's background thread, not
+-- while every other client of this Redis waits.
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 local base = string.sub(KEYS[1], 1, -5) .. 'reply:'
 local ids = redis.call('SMEMBERS', KEYS[3])
 local latest = redis.call('GET', KEYS[4])
 if latest then ids[#ids + 1] = latest end
 for _, id in ipairs(ids) do
-  redis.call('DEL', base .. id .. ':events', base .. id .. ':ctl')
+  redis.call('UNLINK', base .. id .. ':events', base .. id .. ':ctl')
 end
-redis.call('DEL', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
+redis.call('UNLINK', KEYS[1], KEYS[2], KEYS[3], KEYS[4])
 return 1
 """
 

@@ -22,6 +22,11 @@ loop after each one. Measured under wrk, a batch of 25 operations spent 3.6 ms
 getting through its statements that way, and replies waited for it: the loop
 sat idle 10-15 % of the time. On the loop, the same operations take 0.8 ms,
 and the thread needs the GIL only once or twice per batch.
+The exception: an operation submitted as `long` (deleting a conversation,
+whose rows may number 100,000) runs, with the rest of its batch, on the
+thread. On the loop such a delete stalled every stream of the process for its
+whole duration (~210 ms for 100,000 messages); on the thread, which lets the
+GIL go for each statement's work, the loop goes on serving meanwhile.
 Nothing else uses the connection while a batch is open: this class owns it.
 
 A batch waits for the writes that are on their way (`GroupCommit._gather`):
@@ -63,7 +68,8 @@ T = TypeVar("T")
 GATHER_SECONDS = 0.002
 TURN = 0.0001  # a timer this short fires at the next turn of the loop, after its I/O
 
-Operation = tuple[Callable[[sqlite3.Connection], Any], bool, "asyncio.Future[Any]"]
+Operation = tuple[Callable[[sqlite3.Connection], Any], bool, "asyncio.Future[Any]", bool]
+"""(fn, durable, the caller's future, long)"""
 Outcome = tuple[bool, Any]  # (succeeded, value or exception)
 
 
@@ -88,14 +94,19 @@ class GroupCommit:
         self.outstanding: set[asyncio.Future[Any]] = set()  # submitted, not yet answered
 
     async def submit(
-        self, executor: Executor, fn: Callable[[sqlite3.Connection], T], durable: bool
+        self,
+        executor: Executor,
+        fn: Callable[[sqlite3.Connection], T],
+        durable: bool,
+        long: bool = False,
     ) -> T:
-        """Run `fn(connection)` in the next batch; return once that batch is committed."""
+        """Run `fn(connection)` in the next batch; return once that batch is committed.
+        `long`: `fn` may take long enough to stall the loop; its batch runs on the thread."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[T] = loop.create_future()
         self.outstanding.add(future)
         future.add_done_callback(self.outstanding.discard)
-        self._pending.append((fn, durable, future))
+        self._pending.append((fn, durable, future, long))
         if self._drainer is None:
             self._drainer = loop.create_task(self._drain(executor))
         return await future
@@ -158,13 +169,17 @@ class GroupCommit:
     async def _run(
         executor: Executor, conn: sqlite3.Connection, batch: list[Operation]
     ) -> list[Outcome]:
-        """On the loop, in the batch's transaction: each operation's outcome."""
+        """In the batch's transaction: each operation's outcome. On the loop, unless one of
+        them is long."""
+        loop = asyncio.get_running_loop()
+        if any(op[3] for op in batch):
+            return await loop.run_in_executor(executor, _run_on_thread, conn, batch)
         try:
-            return [(True, fn(conn)) for fn, _, _ in batch]
+            return [(True, fn(conn)) for fn, _, _, _ in batch]
         except Exception:  # one failed: undo them all, then run each in a savepoint
             conn.execute("ROLLBACK")  # the writer lock stays held
-            await asyncio.get_running_loop().run_in_executor(executor, _begin_again, conn)
-            return [_isolated(conn, fn) for fn, _, _ in batch]
+            await loop.run_in_executor(executor, _begin_again, conn)
+            return [_isolated(conn, fn) for fn, _, _, _ in batch]
 
     async def _abandon(self, executor: Executor, conn: sqlite3.Connection, durable: bool) -> None:
         """Roll back whatever is open and let the writer lock go; never raises."""
@@ -239,6 +254,16 @@ def _closed() -> sqlite3.OperationalError:
     return sqlite3.OperationalError("the store is closed")
 
 
+def _run_on_thread(conn: sqlite3.Connection, batch: list[Operation]) -> list[Outcome]:
+    """`GroupCommit._run` on the store's thread, for a batch with a long operation."""
+    try:
+        return [(True, fn(conn)) for fn, _, _, _ in batch]
+    except Exception:  # one failed: undo them all, then run each in a savepoint
+        conn.execute("ROLLBACK")  # the writer lock stays held
+        _begin_again(conn)
+        return [_isolated(conn, fn) for fn, _, _, _ in batch]
+
+
 def _begin_again(conn: sqlite3.Connection) -> None:
     """On the store's thread: the write transaction again, after a rollback (writer lock held)."""
     conn.execute("BEGIN IMMEDIATE")
@@ -258,7 +283,7 @@ def _isolated(conn: sqlite3.Connection, fn: Callable[[sqlite3.Connection], Any])
 
 def _settle(batch: list[Operation], outcomes: list[Outcome]) -> None:
     """On the event loop: answer every caller of a committed (or failed) batch."""
-    for (_, _, future), (succeeded, value) in zip(batch, outcomes, strict=True):
+    for (_, _, future, _), (succeeded, value) in zip(batch, outcomes, strict=True):
         if future.done():  # the caller was cancelled; its write is committed all the same
             continue
         if succeeded:

@@ -123,13 +123,16 @@ class SQLiteStore:
             raise StoreUnavailable(f"SQLite store {self.path} is not open")
         return self._conn
 
-    async def _write(self, fn: Callable[[sqlite3.Connection], T], *, durable: bool) -> T:
-        """Run `fn(connection)` in the next group commit; driver errors become StoreUnavailable."""
+    async def _write(
+        self, fn: Callable[[sqlite3.Connection], T], *, durable: bool, long: bool = False
+    ) -> T:
+        """Run `fn(connection)` in the next group commit; driver errors become StoreUnavailable.
+        `long`: off the event loop (see `GroupCommit`)."""
         if self._executor is None:
             state = "closed" if self._closed else "not open"
             raise StoreUnavailable(f"SQLite store {self.path} is {state}")
         try:
-            result = await self._writes.submit(self._executor, fn, durable)
+            result = await self._writes.submit(self._executor, fn, durable, long)
         except (sqlite3.Error, OSError) as exc:
             if not isinstance(exc, sqlite3.IntegrityError):
                 self._write_failing = True
@@ -316,7 +319,7 @@ class SQLiteStore:
 
     async def delete_conversation(self, conversation_id: str) -> bool:
         deleted = await self._write(
-            lambda conn: delete_conversation(conn, conversation_id), durable=True
+            lambda conn: delete_conversation(conn, conversation_id), durable=True, long=True
         )
         self._wake()  # followers of its replies find them gone
         return deleted
