@@ -16,7 +16,8 @@ the connection is closed; the app, if it was waiting for the body, sees a
 disconnect.
 
 The same classes write each response's head together with its first body bytes
-(`response_head`).
+(`response_head`), and tell a streaming response when its client leaves
+(`disconnect_notice`).
 
 Wired in everywhere the server is started: `chatbot-sse serve` (`make run`),
 the gunicorn worker (`chatbot_sse.workers.UvicornWorker`) and, for plain
@@ -36,6 +37,7 @@ import orjson
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from chatbot_sse.config import Settings
+from chatbot_sse.disconnect_notice import ConnectionNotice, offer
 from chatbot_sse.response_head import hold_head
 
 __all__ = ["H11DeadlineProtocol", "RequestDeadlineProtocol", "request_timeout_response"]
@@ -78,8 +80,10 @@ class _ReadDeadline:
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
     cycle: Any
+    flow: Any
     server_state: Any
     _deadline: asyncio.TimerHandle | None = None
+    _notice: ConnectionNotice | None = None
 
     @staticmethod
     def _timeout() -> float:
@@ -130,15 +134,23 @@ def _httptools_class() -> type[asyncio.Protocol] | None:
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
+            self._notice = ConnectionNotice(self.flow)
             self._arm_read_deadline()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm_read_deadline()
             super().connection_lost(exc)
+            if self._notice is not None:
+                self._notice.connection_lost()
 
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
             hold_head(self)
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            if self._notice is not None:  # each request's cycle, pipelined ones included
+                offer(self, self._notice)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -170,20 +182,27 @@ class H11DeadlineProtocol(_ReadDeadline, H11Protocol):
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
+        self._notice = ConnectionNotice(self.flow)
         self._arm_read_deadline()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_read_deadline()
         super().connection_lost(exc)
+        if self._notice is not None:
+            self._notice.connection_lost()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
         self._follow_state()
         hold_head(self)
+        if self._notice is not None:
+            offer(self, self._notice)
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        super().on_response_complete()  # may start the next request's cycle
         self._follow_state()
+        if self._notice is not None:
+            offer(self, self._notice)
 
     def _follow_state(self) -> None:
         if self.conn.their_state in (h11.IDLE, h11.SEND_BODY):

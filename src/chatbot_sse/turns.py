@@ -239,79 +239,92 @@ class TurnService:
         outcome = "completed"
         self.metrics.stream_started()
         log.info("turn_started", conversation_id=turn.conversation_id, message_id=rid)
+        # No `await` inside an `except` block: compiled (mypyc), a coroutine suspended in a
+        # handler leaves its exception as the thread's current one, and another task's
+        # compiled code raised it again (a /v1 client that left: the turn's CancelledError
+        # came out of the response's task). The handlers note what happened; the awaits follow.
         try:
-            if not announced:
-                await emit(turn.connected())
-            context: Sequence[Message]
-            if turn.context is not None:
-                context = turn.context
-            elif turn.history is not None:
-                context = turn.history
-            else:
-                context = await self.store.history(turn.conversation_id, limit=self.max_history)
-            seq = 0
-            result = StreamResult()
-            chunks_of = open_stream(self.engine, context, result, turn.reservation)
-            async with contextlib.aclosing(chunks_of) as chunks:
-                async for text in chunks:
-                    if not text:
-                        continue
-                    if first_chunk_at is None:
-                        first_chunk_at = time.perf_counter()
-                    parts.append(text)
-                    seq += 1
-                    if chunk is not None:
-                        chunk(seq, text)
-                    else:
-                        data = {"type": "message", "content": text, **base}
-                        await emit(TurnEvent("message", f"{rid}:{seq}", data))
-            reply = "".join(parts)
-            finish_reason = result.finish_reason or "stop"
-            usage = _usage(result, context, reply)
-            completed: dict[str, Any] = {
-                "type": "completed",
-                "content": reply,
-                **base,
-                "finish_reason": finish_reason,
-                "usage": usage.to_json(),
-            }
-            if result.dropped_messages is not None:
-                completed["dropped_messages"] = result.dropped_messages
-            event = TurnEvent("completed", f"{rid}:{seq + 1}", completed)
-            if stored:
-                meta = {"finish_reason": finish_reason}
-                await finish(event, self._reply(turn, reply, MessageStatus.COMPLETE, meta))
-            else:
-                await emit(event)
-        except asyncio.CancelledError as exc:
-            # The canceller says why: interrupted (nobody came back), cancelled, shutdown.
-            outcome = str(exc.args[0]) if exc.args and exc.args[0] else "interrupted"
-            self.metrics.generation_cancelled(outcome)  # hub or not: stateless /v1 streams too
-            error = cancel_error(outcome)
-            # Shielded, and waited for through any further cancellation (shutdown, a second
-            # canceller): what the user saw must be stored, and before this task ends, or its
-            # end would let a next turn begin first and be filed before it. Readers following
-            # the log need the terminal event too, or they would wait forever.
-            final = asyncio.ensure_future(
-                self._end(
-                    turn, parts, MessageStatus.INTERRUPTED, outcome, error, emit, finish, base
+            cancelled: asyncio.CancelledError | None = None
+            failed: tuple[str, str, bool] | None = None
+            try:
+                if not announced:
+                    await emit(turn.connected())
+                context: Sequence[Message]
+                if turn.context is not None:
+                    context = turn.context
+                elif turn.history is not None:
+                    context = turn.history
+                else:
+                    context = await self.store.history(turn.conversation_id, limit=self.max_history)
+                seq = 0
+                result = StreamResult()
+                chunks_of = open_stream(self.engine, context, result, turn.reservation)
+                async with contextlib.aclosing(chunks_of) as chunks:
+                    async for text in chunks:
+                        if not text:
+                            continue
+                        if first_chunk_at is None:
+                            first_chunk_at = time.perf_counter()
+                        parts.append(text)
+                        seq += 1
+                        if chunk is not None:
+                            chunk(seq, text)
+                        else:
+                            data = {"type": "message", "content": text, **base}
+                            await emit(TurnEvent("message", f"{rid}:{seq}", data))
+                reply = "".join(parts)
+                finish_reason = result.finish_reason or "stop"
+                usage = _usage(result, context, reply)
+                completed: dict[str, Any] = {
+                    "type": "completed",
+                    "content": reply,
+                    **base,
+                    "finish_reason": finish_reason,
+                    "usage": usage.to_json(),
+                }
+                if result.dropped_messages is not None:
+                    completed["dropped_messages"] = result.dropped_messages
+                event = TurnEvent("completed", f"{rid}:{seq + 1}", completed)
+                if stored:
+                    meta = {"finish_reason": finish_reason}
+                    await finish(event, self._reply(turn, reply, MessageStatus.COMPLETE, meta))
+                else:
+                    await emit(event)
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+            except ChatError as failure:
+                failed = (failure.code, failure.message, failure.retryable)
+            except Exception:
+                log.exception("turn_failed", conversation_id=turn.conversation_id, message_id=rid)
+                failed = ("internal_error", "the reply failed unexpectedly", True)
+            if cancelled is not None:
+                # The canceller says why: interrupted (nobody came back), cancelled, shutdown.
+                args = cancelled.args
+                outcome = str(args[0]) if args and args[0] else "interrupted"
+                self.metrics.generation_cancelled(outcome)  # hub or not: stateless /v1 too
+                error = cancel_error(outcome)
+                # Shielded, and waited for through any further cancellation (shutdown, a
+                # second canceller): what the user saw must be stored, and before this task
+                # ends, or its end would let a next turn begin first and be filed before it.
+                # Readers following the log need the terminal event too, or they would wait
+                # forever.
+                final = asyncio.ensure_future(
+                    self._end(
+                        turn, parts, MessageStatus.INTERRUPTED, outcome, error, emit, finish, base
+                    )
                 )
-            )
-            while not final.done():
-                with contextlib.suppress(asyncio.CancelledError):
-                    await asyncio.shield(final)
-            final.result()  # its own failure, if any (`_end` logs the store's and goes on)
-            raise exc  # named: compiled, a bare `raise` after an `await` loses the exception
-        except ChatError as failure:
-            outcome = "error"
-            await self._fail(
-                turn, parts, failure.code, failure.message, failure.retryable, emit, finish, base
-            )
-        except Exception:
-            outcome = "error"
-            log.exception("turn_failed", conversation_id=turn.conversation_id, message_id=rid)
-            message = "the reply failed unexpectedly"
-            await self._fail(turn, parts, "internal_error", message, True, emit, finish, base)
+                while not final.done():
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await asyncio.shield(final)
+                final.result()  # its own failure, if any (`_end` logs the store's and goes on)
+                try:
+                    raise cancelled
+                finally:  # as `except ... as` does: a frame holding its own traceback is a cycle
+                    cancelled = None
+            if failed is not None:
+                outcome = "error"
+                code, message, retryable = failed
+                await self._fail(turn, parts, code, message, retryable, emit, finish, base)
         finally:
             if turn.reservation is not None:
                 turn.reservation.release()

@@ -6,12 +6,13 @@ through the store's log), so a client that leaves only detaches its reader.
 
 The request's own task writes: it takes every frame that is ready in one
 `send` (coalescing), and sends a `: ping` comment whenever nothing came for
-`keepalive` seconds, from the very start. One more task per connection, the
-*watcher*, waits for `http.disconnect`, so a client that leaves is noticed at
-once, even while the engine is silent: it stops the writing (`WriteStop`). This
-is why no `BaseHTTPMiddleware` may wrap this response: it swallows
-`http.disconnect`. (A writer task of its own, awaited with the watcher, cost a
-task and an `asyncio.wait` per reply: 6 % of replies/s under wrk.)
+`keepalive` seconds, from the very start. A client that leaves is noticed at
+once, even while the engine is silent, and stops the writing (`WriteStop`):
+on our server's protocol its `disconnect_notice` says so; elsewhere one more
+task per connection, the *watcher*, waits for `http.disconnect`. This is why
+no `BaseHTTPMiddleware` may wrap this response: it swallows `http.disconnect`.
+(A writer task of its own, awaited with the watcher, cost a task and an
+`asyncio.wait` per reply: 6 % of replies/s under wrk.)
 
 Two bounds protect the server from readers that do not keep up:
 - `max_backlog`: a reader whose source has more than this many bytes waiting
@@ -47,6 +48,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from chatbot_sse import sse
+from chatbot_sse.disconnect_notice import DISCONNECT_NOTICE, ConnectionNotice
 from chatbot_sse.draining import Handoff
 from chatbot_sse.errors import StoreUnavailable
 from chatbot_sse.observability.metrics import Metrics
@@ -251,8 +253,17 @@ class _TaskStop:
         task = self.task
         if not task.done():
             task.cancel("interrupted")
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+            # Waited for, not awaited: compiled (mypyc), the CancelledError of `await task`
+            # escaped the `suppress` around it and the response, so a /v1 client that left
+            # was an "Exception in ASGI application", not a disconnect, and the response
+            # never reported its end (tests/api/test_disconnect_notice.py).
+            await asyncio.wait((task,))
+        failure = None if task.cancelled() else task.exception()
+        if failure is not None:  # not a stop: the generation broke, as `await task` said
+            try:
+                raise failure
+            finally:  # a frame holding its own traceback would be a cycle
+                failure = None
 
 
 class LogSource:
@@ -554,8 +565,14 @@ class EventStreamResponse(Response):
         task = asyncio.current_task()
         assert task is not None  # ASGI apps run in a task
         stop = WriteStop(task)
-        watcher = asyncio.ensure_future(self._watch(receive))
-        watcher.add_done_callback(stop.client_left)
+        extensions = scope.get("extensions")
+        notice: ConnectionNotice | None = extensions.get(DISCONNECT_NOTICE) if extensions else None
+        watcher = None
+        if notice is not None:  # the server's protocol says when the client leaves
+            notice.register(stop.stop)
+        else:
+            watcher = asyncio.ensure_future(self._watch(receive))
+            watcher.add_done_callback(stop.client_left)
         guard = watch = None
         if self.max_seconds > 0 or self.max_backlog > 0:
             expires_at = 0.0
@@ -583,8 +600,11 @@ class EventStreamResponse(Response):
                 unregister()
             if watch is not None and guard is not None:
                 watch.discard(guard)
-            watcher.remove_done_callback(stop.client_left)
-            watcher.cancel()
+            if watcher is not None:
+                watcher.remove_done_callback(stop.client_left)
+                watcher.cancel()
+            elif notice is not None:
+                notice.register(None)
             if self.cut == "shutdown" and not disconnected:
                 await self._send_reconnect(send)
             await self._release()
