@@ -178,8 +178,10 @@ class GroupCommit:
             return [(True, fn(conn)) for fn, _, _, _ in batch]
         except Exception:  # one failed: undo them all, then run each in a savepoint
             conn.execute("ROLLBACK")  # the writer lock stays held
-            await loop.run_in_executor(executor, _begin_again, conn)
-            return [_isolated(conn, fn) for fn, _, _, _ in batch]
+        # Awaited after the handler, not in it: compiled (mypyc), a coroutine suspended in an
+        # `except` block leaves its exception current for whatever task runs meanwhile.
+        await loop.run_in_executor(executor, _begin_again, conn)
+        return [_isolated(conn, fn) for fn, _, _, _ in batch]
 
     async def _abandon(self, executor: Executor, conn: sqlite3.Connection, durable: bool) -> None:
         """Roll back whatever is open and let the writer lock go; never raises."""
