@@ -66,10 +66,13 @@ def test_the_build_covers_the_reply_path() -> None:
 
 
 def _mypyc_pitfalls(source: str) -> list[str]:
-    """Two things compiled code does differently from Python, found when this suite first ran
-    against the build: one `except ... as name` per function keeps the first clause's type
-    (a later clause's exception fails a type check), and a bare `raise` after an `await` in
-    the same handler re-raises an exception already released (a crash)."""
+    """Two things compiled code does differently from Python, found when this suite ran against
+    the build: one `except ... as name` per function keeps the first clause's type (a later
+    clause's exception fails a type check), and an `await` inside a handler: the coroutine,
+    suspended there, leaves the handled exception current for every other task that runs
+    meanwhile, and their compiled code raised it again (a /v1 client that left came out as an
+    unhandled CancelledError in another task); a bare `raise` after it re-raised an exception
+    already released. Handlers note what happened; the awaits follow them."""
     found = []
     for fn in ast.walk(ast.parse(source)):
         if not isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef):
@@ -81,11 +84,10 @@ def _mypyc_pitfalls(source: str) -> list[str]:
             kind = ast.unparse(node.type) if node.type else "BaseException"
             if node.name and caught.setdefault(node.name, kind) != kind:
                 found.append(f"{fn.name}: `{node.name}` catches {caught[node.name]} and {kind}")
-            inside = list(ast.walk(node))
-            if any(isinstance(n, ast.Await | ast.AsyncWith | ast.AsyncFor) for n in inside):
-                for n in inside:
-                    if isinstance(n, ast.Raise) and n.exc is None:
-                        found.append(f"{fn.name}: bare `raise` after an await (line {n.lineno})")
+            for n in ast.walk(node):
+                if isinstance(n, ast.Await | ast.AsyncWith | ast.AsyncFor):
+                    found.append(f"{fn.name}: an await inside a handler (line {n.lineno})")
+                    break
     return found
 
 
@@ -104,7 +106,8 @@ def test_compiled_modules_avoid_what_mypyc_gets_wrong() -> None:
         ("def f():\n try: pass\n except KeyError as e: pass\n except OSError as e: pass", 1),
         ("def f():\n try: pass\n except KeyError as e: pass\n except KeyError as e: pass", 0),
         ("async def f(g):\n try: pass\n except OSError:\n  await g()\n  raise", 1),
-        ("async def f(g):\n try: pass\n except OSError as e:\n  await g()\n  raise e", 0),
+        ("async def f(g):\n try: pass\n except OSError as e:\n  await g()\n  raise e", 1),
+        ("async def f(g):\n try: pass\n except OSError:\n  x = 1\n await g()", 0),
         ("def f(g):\n try: pass\n except OSError:\n  g()\n  raise", 0),
     ],
 )

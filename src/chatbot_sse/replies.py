@@ -355,14 +355,19 @@ class ReplyHub:
             )
             for live, end in flushing
         ]
+        written = False
         try:
             await self.log_store.append_many(appends)
+            written = True
         except Exception:
             log.warning("reply_log_write_failed", replies=len(appends), exc_info=True)
             # The store may come back empty (a Redis restarted without its data):
             # write the whole replies again; events already kept are skipped by seq.
             for live, _ in flushing:
                 live.flushed = 0
+        if not written:
+            # Not in the handler: compiled (mypyc), a coroutine suspended in an `except`
+            # block leaves its exception current for other tasks (docs/bench.md).
             await asyncio.sleep(CONTROL_INTERVAL)  # don't hammer a failing store
             return
         for live, end in flushing:

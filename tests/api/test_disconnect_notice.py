@@ -109,12 +109,11 @@ async def test_a_finished_response_unregisters_so_a_later_loss_calls_nothing() -
     assert calls == []
 
 
-def _post_chat(port: int) -> bytes:
-    body = b"message=Tell+me+a+story"
-    return (
-        b"POST /chat HTTP/1.1\r\nHost: test\r\nContent-Type: application/x-www-form-urlencoded\r\n"
-        b"Content-Length: %d\r\n\r\n%s" % (len(body), body)
-    )
+_STORY = b"message=Tell+me+a+story"
+POST_CHAT = (
+    b"POST /chat HTTP/1.1\r\nHost: test\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(_STORY), _STORY)
+)
 
 
 @pytest.mark.parametrize("kind", ["uvicorn", "h11"])
@@ -134,7 +133,7 @@ def test_a_client_leaving_mid_reply_stops_it_on_both_protocols(
     )
     server.start()
     try:
-        request = _post_chat(server.port)
+        request = POST_CHAT
         if pipelined:  # a second request right behind: it waits for the reply to end
             request += b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n"
         with socket.create_connection(("127.0.0.1", server.port)) as sock:

@@ -157,10 +157,18 @@ class AccessMiddleware:
     async def _check(
         self, identity: str, path: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
+        rejected: ChatError | None = None
         try:
             await self._count(scope, identity)
         except ChatError as exc:
-            await self._reject(exc, path, scope, receive, send)
+            rejected = exc
+        if rejected is not None:
+            # Answered after the handler, not in it: compiled (mypyc), a coroutine suspended
+            # in an `except` block leaves its exception current for other tasks.
+            try:
+                await self._reject(rejected, path, scope, receive, send)
+            finally:  # a frame holding its own traceback would be a cycle
+                rejected = None
             return
         await self.app(scope, receive, send)
 

@@ -555,12 +555,21 @@ class EventStreamResponse(Response):
         self.cut: str | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        failed: BaseException | None = None
         try:
             start = {"type": "http.response.start", "status": 200}
             await send({**start, "headers": SSE_HEADERS + self.extra_headers})
         except BaseException as exc:
-            await self._release()
-            raise exc  # named: compiled, a bare `raise` after an `await` loses the exception
+            failed = exc
+        if failed is not None:
+            # Released after the handler, not in it: compiled (mypyc), a coroutine suspended
+            # in an `except` block leaves its exception current for whatever task runs
+            # meanwhile, and their compiled code may raise it (docs/bench.md).
+            try:
+                await self._release()
+                raise failed
+            finally:  # as `except ... as` does: a frame holding its own traceback is a cycle
+                failed = None
         send = unwrap(send)  # started: the body goes past the middlewares' start hooks
         task = asyncio.current_task()
         assert task is not None  # ASGI apps run in a task

@@ -152,13 +152,19 @@ class GroupCommit:
             return [(False, _closed())] * len(batch)
         except Exception as exc:  # lock or BEGIN failed: nothing of the batch was written
             return [(False, exc)] * len(batch)
+        stopped: BaseException | None = None
         try:
             outcomes = await self._run(executor, conn, batch)
-        except BaseException as stopped:  # nothing of the batch is kept
-            await asyncio.shield(self._abandon(executor, conn, durable))
-            if isinstance(stopped, Exception):
-                return [(False, stopped)] * len(batch)
-            raise stopped  # named: compiled, a bare `raise` after an `await` loses the exception
+        except BaseException as error:  # nothing of the batch is kept
+            stopped = error
+        if stopped is not None:  # undone after the handler, not in it (see `_run`)
+            try:
+                await asyncio.shield(self._abandon(executor, conn, durable))
+                if isinstance(stopped, Exception):
+                    return [(False, stopped)] * len(batch)
+                raise stopped
+            finally:  # a frame holding its own traceback would be a cycle
+                stopped = None
         try:
             await asyncio.shield(loop.run_in_executor(executor, self._end, conn, durable, True))
         except Exception as exc:  # COMMIT failed: nothing of the batch was written
