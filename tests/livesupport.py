@@ -34,6 +34,16 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def read_until(sock: socket.socket, marker: bytes, count: int) -> bytes:
+    """Raw bytes from `sock` until `marker` came `count` times (a client that then leaves)."""
+    buffer = b""
+    while buffer.count(marker) < count:
+        data = sock.recv(65536)
+        assert data, "server closed the stream early"
+        buffer += data
+    return buffer
+
+
 # uvicorn's HTTP protocol per kind of server: its `auto` choice (httptools), or its fallback.
 PROTOCOLS = {"uvicorn": "RequestDeadlineProtocol", "h11": "H11DeadlineProtocol"}
 

@@ -24,7 +24,7 @@ from chatbot_sse.api.streaming import EventStreamResponse, task_source
 from chatbot_sse.disconnect_notice import DISCONNECT_NOTICE, ConnectionNotice
 from chatbot_sse.observability.metrics import Metrics
 from chatbot_sse.replies import FrameWrite
-from livesupport import ServerProcess, parse_sse
+from livesupport import ServerProcess, parse_sse, read_until
 
 
 def disconnects(metrics: Metrics) -> float | None:
@@ -138,11 +138,7 @@ def test_a_client_leaving_mid_reply_stops_it_on_both_protocols(
             request += b"GET /health HTTP/1.1\r\nHost: test\r\n\r\n"
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
             sock.sendall(request)
-            raw = b""
-            while raw.count(b"event: message") < 3:
-                data = sock.recv(65536)
-                assert data, "the server closed the stream early"
-                raw += data
+            raw = read_until(sock, b"event: message", 3)
         events, _, _ = parse_sse(raw.split(b"\r\n\r\n", 1)[1].split(b"\r\n", 1)[1])
         cid = events[0].data["conversation_id"]
         deadline = time.monotonic() + 3  # the story has ~100 words: 10 s if nobody noticed
@@ -179,11 +175,7 @@ def test_a_v1_client_leaving_mid_stream_is_a_disconnect_not_an_error(tmp_path: o
         )
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
             sock.sendall(request)
-            raw = b""
-            while raw.count(b"data:") < 3:
-                data = sock.recv(65536)
-                assert data, "the server closed the stream early"
-                raw += data
+            read_until(sock, b"data:", 3)
         deadline = time.monotonic() + 5
         metrics = ""
         while time.monotonic() < deadline:

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 import httpx
 
-from livesupport import ServerProcess, Stream, parse_sse
+from livesupport import ServerProcess, Stream, parse_sse, read_until
 
 
 def test_pings_start_before_the_first_chunk(
@@ -39,15 +39,6 @@ def test_chunks_arrive_paced_not_buffered(
     assert arrivals[-1] - arrivals[0] > 0.5  # spread over the reply, as paced
 
 
-def _read_until(sock: socket.socket, marker: bytes, count: int) -> bytes:
-    buffer = b""
-    while buffer.count(marker) < count:
-        data = sock.recv(65536)
-        assert data, "server closed the stream early"
-        buffer += data
-    return buffer
-
-
 def test_disconnect_without_grace_stops_generation_and_stores_the_partial_reply(
     start_server: Callable[..., ServerProcess],
 ) -> None:
@@ -59,7 +50,7 @@ def test_disconnect_without_grace_stops_generation_and_stores_the_partial_reply(
     )
     with socket.create_connection(("127.0.0.1", slow.port)) as sock:
         sock.sendall(request)
-        raw = _read_until(sock, b"event: message", 3)
+        raw = read_until(sock, b"event: message", 3)
     events, _, _ = parse_sse(raw.split(b"\r\n\r\n", 1)[1].split(b"\r\n", 1)[1])
     cid = events[0].data["conversation_id"]
     seen = "".join(e.data["content"] for e in events if e.event == "message")

@@ -180,12 +180,9 @@ class GroupCommit:
         loop = asyncio.get_running_loop()
         if any(op[3] for op in batch):
             return await loop.run_in_executor(executor, _run_on_thread, conn, batch)
-        try:
-            return [(True, fn(conn)) for fn, _, _, _ in batch]
-        except Exception:  # one failed: undo them all, then run each in a savepoint
-            conn.execute("ROLLBACK")  # the writer lock stays held
-        # Awaited after the handler, not in it: compiled (mypyc), a coroutine suspended in an
-        # `except` block leaves its exception current for whatever task runs meanwhile.
+        outcomes = _run_together(conn, batch)
+        if outcomes is not None:
+            return outcomes
         await loop.run_in_executor(executor, _begin_again, conn)
         return [_isolated(conn, fn) for fn, _, _, _ in batch]
 
@@ -262,14 +259,25 @@ def _closed() -> sqlite3.OperationalError:
     return sqlite3.OperationalError("the store is closed")
 
 
-def _run_on_thread(conn: sqlite3.Connection, batch: list[Operation]) -> list[Outcome]:
-    """`GroupCommit._run` on the store's thread, for a batch with a long operation."""
+def _run_together(conn: sqlite3.Connection, batch: list[Operation]) -> list[Outcome] | None:
+    """Every operation of the batch; None if one failed, and then all are undone (the writer
+    lock stays held), to be run again each in a savepoint. A function of its own, so the
+    retry's `await` in `GroupCommit._run` is not inside the handler: compiled (mypyc), a
+    coroutine suspended in an `except` block leaves its exception current for other tasks."""
     try:
         return [(True, fn(conn)) for fn, _, _, _ in batch]
-    except Exception:  # one failed: undo them all, then run each in a savepoint
-        conn.execute("ROLLBACK")  # the writer lock stays held
-        _begin_again(conn)
-        return [_isolated(conn, fn) for fn, _, _, _ in batch]
+    except Exception:
+        conn.execute("ROLLBACK")
+        return None
+
+
+def _run_on_thread(conn: sqlite3.Connection, batch: list[Operation]) -> list[Outcome]:
+    """`GroupCommit._run` on the store's thread, for a batch with a long operation."""
+    outcomes = _run_together(conn, batch)
+    if outcomes is not None:
+        return outcomes
+    _begin_again(conn)
+    return [_isolated(conn, fn) for fn, _, _, _ in batch]
 
 
 def _begin_again(conn: sqlite3.Connection) -> None:
