@@ -27,6 +27,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from chatbot_sse.body_chunks import BODY_CHUNKS
+
 __all__ = ["DISCONNECT_NOTICE", "ConnectionNotice", "offer"]
 
 DISCONNECT_NOTICE = "chatbot_sse.disconnect_notice"
@@ -66,12 +68,14 @@ class ConnectionNotice:
             callback()
 
 
-def offer(protocol: Any, notice: ConnectionNotice) -> None:
-    """Put `notice` in the scope of the protocol's current request cycle, if it is new.
+def offer(protocol: Any, notice: ConnectionNotice, chunks: Callable[[Any], object]) -> None:
+    """Put `notice`, and a `chunks` of the cycle, in the scope of the protocol's current
+    request cycle, if it is new.
 
     Called where uvicorn makes cycles (httptools: `on_headers_complete`; h11:
     `data_received` and `on_response_complete`), after it: the cycle's app task is made
-    but has not run yet, so the app finds the notice from its first step.
+    but has not run yet, so the app finds the notice from its first step. `chunks` makes
+    the cycle's `body_chunks.BodyChunks`, which comes along: the same moment suits it.
     """
     cycle = protocol.cycle
     if cycle is None or cycle is notice.offered_to:
@@ -79,6 +83,6 @@ def offer(protocol: Any, notice: ConnectionNotice) -> None:
     notice.offered_to = cycle
     extensions = cycle.scope.get("extensions")
     if extensions is None:
-        cycle.scope["extensions"] = {DISCONNECT_NOTICE: notice}
-    else:
-        extensions[DISCONNECT_NOTICE] = notice
+        extensions = cycle.scope["extensions"] = {}
+    extensions[DISCONNECT_NOTICE] = notice
+    extensions[BODY_CHUNKS] = chunks(cycle)

@@ -16,8 +16,9 @@ the connection is closed; the app, if it was waiting for the body, sees a
 disconnect.
 
 The same classes write each response's head together with its first body bytes
-(`response_head`), and tell a streaming response when its client leaves
-(`disconnect_notice`).
+(`response_head`), tell a streaming response when its client leaves
+(`disconnect_notice`) and let it write its body chunks straight to the socket
+(`body_chunks`).
 
 Wired in everywhere the server is started: `chatbot-sse serve` (`make run`),
 the gunicorn worker (`chatbot_sse.workers.UvicornWorker`) and, for plain
@@ -36,6 +37,7 @@ import h11
 import orjson
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from chatbot_sse.body_chunks import BodyChunks, H11Chunks, HttpToolsChunks
 from chatbot_sse.config import Settings
 from chatbot_sse.disconnect_notice import ConnectionNotice, offer
 from chatbot_sse.response_head import hold_head
@@ -84,6 +86,7 @@ class _ReadDeadline:
     server_state: Any
     _deadline: asyncio.TimerHandle | None = None
     _notice: ConnectionNotice | None = None
+    _chunks: ClassVar[type[BodyChunks]] = BodyChunks
 
     @staticmethod
     def _timeout() -> float:
@@ -131,6 +134,7 @@ def _httptools_class() -> type[asyncio.Protocol] | None:
         """
 
         _reading = False  # between on_message_begin and on_message_complete
+        _chunks = HttpToolsChunks
 
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
@@ -150,7 +154,7 @@ def _httptools_class() -> type[asyncio.Protocol] | None:
         def on_headers_complete(self) -> None:
             super().on_headers_complete()
             if self._notice is not None:  # each request's cycle, pipelined ones included
-                offer(self, self._notice)
+                offer(self, self._notice, self._chunks)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
@@ -180,6 +184,8 @@ class H11DeadlineProtocol(_ReadDeadline, H11Protocol):
     the request is `DONE`.
     """
 
+    _chunks = H11Chunks
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._notice = ConnectionNotice(self.flow)
@@ -196,13 +202,13 @@ class H11DeadlineProtocol(_ReadDeadline, H11Protocol):
         self._follow_state()
         hold_head(self)
         if self._notice is not None:
-            offer(self, self._notice)
+            offer(self, self._notice, self._chunks)
 
     def on_response_complete(self) -> None:
         super().on_response_complete()  # may start the next request's cycle
         self._follow_state()
         if self._notice is not None:
-            offer(self, self._notice)
+            offer(self, self._notice, self._chunks)
 
     def _follow_state(self) -> None:
         if self.conn.their_state in (h11.IDLE, h11.SEND_BODY):

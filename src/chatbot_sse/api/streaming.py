@@ -48,6 +48,7 @@ from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
 from chatbot_sse import sse
+from chatbot_sse.body_chunks import BODY_CHUNKS, BodyChunks
 from chatbot_sse.disconnect_notice import DISCONNECT_NOTICE, ConnectionNotice
 from chatbot_sse.draining import Handoff
 from chatbot_sse.errors import StoreUnavailable
@@ -593,9 +594,10 @@ class EventStreamResponse(Response):
         unregister = None
         if self.handoff is not None:
             unregister = self.handoff.register(lambda: stop.stop("shutdown"))
+        chunks: BodyChunks | None = extensions.get(BODY_CHUNKS) if extensions else None
         disconnected = False
         try:
-            await self._write(send)
+            await self._write(send, chunks)
         except asyncio.CancelledError:
             if not stop.absorb():
                 raise
@@ -636,7 +638,13 @@ class EventStreamResponse(Response):
             if self.on_close is not None:
                 await self.on_close()
 
-    async def _write(self, send: Send) -> None:
+    async def _write(self, send: Send, chunks: BodyChunks | None) -> None:
+        """Send the source's batches as they come; the last ends the response.
+
+        With the server's `chunks` (`body_chunks`), a batch goes straight to the socket
+        unless the server has more to do than write it (the socket backed up, the client
+        gone): then, as without it, through `send`, timed, so a slow reader is noticed.
+        """
         keepalive = self.keepalive
         source = self.source
         pending = self.prefix
@@ -657,6 +665,9 @@ class EventStreamResponse(Response):
             if source.ended():  # the last frames end the response in the same write
                 pending = batch
                 break
+            if chunks is not None and chunks.write(batch):
+                slow_send = False
+                continue
             started = time.perf_counter()
             await send({"type": "http.response.body", "body": batch, "more_body": True})
             took = time.perf_counter() - started
