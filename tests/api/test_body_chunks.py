@@ -7,23 +7,30 @@ last body (which ends the response) may; every other chunk must be written by
 the server's `BodyChunks`, framed exactly as uvicorn frames it. Where the body
 is not chunked (HTTP/1.0) everything goes through `send` as before, and a
 connection kept alive serves its next request normally after a direct write.
+On h11, the end of a response (its last chunk and the terminator, two writes
+in uvicorn's `send`) goes out in one write: counted on uvicorn's own request
+cycle and h11, writing to a transport that keeps each write.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import h11
 import pytest
 import uvicorn
 from starlette.types import Receive, Scope, Send
+from uvicorn.protocols.http.flow_control import FlowControl
+from uvicorn.protocols.http.h11_impl import RequestResponseCycle
 
 from chatbot_sse.api.streaming import EventStreamResponse, task_source
-from chatbot_sse.body_chunks import BODY_CHUNKS
+from chatbot_sse.body_chunks import BODY_CHUNKS, H11Chunks
 from chatbot_sse.observability.metrics import Metrics
 from chatbot_sse.replies import FrameWrite
 from chatbot_sse.request_deadline import H11DeadlineProtocol, RequestDeadlineProtocol
@@ -171,3 +178,95 @@ def test_http10_clients_get_what_uvicorn_gives_them(served: tuple[CountingApp, i
         head, body = _read_response(lambda _: b"", raw)
         assert body == b"".join(FRAMES)
         assert app.body_sends(more_body=True) == 0
+
+
+class Wire:
+    """A transport that keeps what is written to it, write by write (each a system call)."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "a write after close"
+        self.writes.append(bytes(data))
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+
+def _h11_cycle(wire: Wire) -> tuple[Any, list[int]]:
+    """uvicorn's h11 request cycle for a GET h11 has read, writing to `wire`."""
+    conn = h11.Connection(h11.SERVER)
+    conn.receive_data(b"GET /stream HTTP/1.1\r\nHost: test\r\n\r\n")
+    assert isinstance(conn.next_event(), h11.Request)
+    assert isinstance(conn.next_event(), h11.EndOfMessage)
+    ended: list[int] = []
+    logger = logging.getLogger("test")
+    cycle = RequestResponseCycle(
+        {"type": "http", "method": "GET", "headers": [], "path": "/stream"},  # type: ignore[typeddict-item]
+        conn, wire, FlowControl(wire), logger, logger, False, [], asyncio.Event(),  # type: ignore[arg-type]
+        lambda: ended.append(1),
+    )  # fmt: skip
+    return cycle, ended
+
+
+async def _start(cycle: Any) -> None:
+    await cycle.send({"type": "http.response.start", "status": 200, "headers": []})
+
+
+async def test_h11_writes_frame_chunks_only_once_the_response_started() -> None:
+    wire = Wire()
+    cycle, _ = _h11_cycle(wire)
+    chunks = H11Chunks(cycle)
+    assert not chunks.write(b"too early")  # no head yet: h11 has not chosen the framing
+    await _start(cycle)
+    assert chunks.write(b"hello")
+    assert wire.writes[-1] == b"5\r\nhello\r\n"
+    cycle.flow.pause_writing()  # the socket is backed up: `send` must wait for it
+    assert not chunks.write(b"later")
+    cycle.flow.resume_writing()
+    cycle.disconnected = True  # the client left: `send` drops it
+    assert not chunks.write(b"gone")
+    assert len(wire.writes) == 2  # the head, one chunk
+
+
+async def test_h11_end_writes_the_last_chunk_and_the_terminator_at_once() -> None:
+    wire = Wire()
+    cycle, ended = _h11_cycle(wire)
+    chunks = H11Chunks(cycle)
+    await _start(cycle)
+    await chunks.end(cycle.send, b"bye")
+    assert wire.writes[1:] == [b"3\r\nbye\r\n0\r\n\r\n"]
+    assert ended == [1]
+    assert cycle.response_complete
+    assert cycle.conn.our_state is h11.DONE
+    assert cycle.transport is wire  # the pairing is gone with its send
+
+
+async def test_h11_end_on_a_closing_connection_writes_before_closing() -> None:
+    wire = Wire()
+    cycle, _ = _h11_cycle(wire)
+    cycle.keep_alive = False
+    await _start(cycle)
+    await H11Chunks(cycle).end(cycle.send, b"")
+    assert wire.writes[1:] == [b"0\r\n\r\n"]
+    assert wire.closed
+
+
+async def test_h11_end_with_the_socket_backed_up_waits_as_send_does() -> None:
+    wire = Wire()
+    cycle, ended = _h11_cycle(wire)
+    await _start(cycle)
+    cycle.flow.pause_writing()
+    ending = asyncio.ensure_future(H11Chunks(cycle).end(cycle.send, b"bye"))
+    await asyncio.sleep(0.01)
+    assert not ending.done()
+    assert len(wire.writes) == 1
+    cycle.flow.resume_writing()
+    await ending
+    assert b"".join(wire.writes[1:]) == b"3\r\nbye\r\n0\r\n\r\n"
+    assert ended == [1]

@@ -675,7 +675,10 @@ class EventStreamResponse(Response):
             # Only a reader that made us wait is judged by what piled up meanwhile: a burst
             # the engine produced while this loop was busy is not the reader's doing.
             slow_send = max_backlog > 0 and took >= SLOW_SEND_SECONDS
-        await send({"type": "http.response.body", "body": pending, "more_body": False})
+        if chunks is not None:
+            await chunks.end(send, pending)
+        else:
+            await send({"type": "http.response.body", "body": pending, "more_body": False})
 
     @staticmethod
     async def _watch(receive: Receive) -> None:
