@@ -34,6 +34,7 @@ from chatbot_sse.body_chunks import BODY_CHUNKS, H11Chunks
 from chatbot_sse.observability.metrics import Metrics
 from chatbot_sse.replies import FrameWrite
 from chatbot_sse.request_deadline import H11DeadlineProtocol, RequestDeadlineProtocol
+from chatbot_sse.response_head import HeldHead
 from livesupport import free_port
 
 FRAMES = [f"event: message\ndata: {n}\n\n".encode() for n in range(6)]
@@ -269,4 +270,19 @@ async def test_h11_end_with_the_socket_backed_up_waits_as_send_does() -> None:
     cycle.flow.resume_writing()
     await ending
     assert b"".join(wire.writes[1:]) == b"3\r\nbye\r\n0\r\n\r\n"
+    assert ended == [1]
+
+
+async def test_h11_end_right_after_the_start_is_one_write_with_the_held_head() -> None:
+    """A reply that is whole at once (a replay): head, last chunk and terminator together."""
+    wire = Wire()
+    cycle, ended = _h11_cycle(wire)
+    cycle.transport = HeldHead(wire, cycle, asyncio.get_running_loop())  # as our protocols do
+    await _start(cycle)
+    assert wire.writes == []  # the head waits for the body
+    await H11Chunks(cycle).end(cycle.send, b"all")
+    assert len(wire.writes) == 1
+    assert wire.writes[0].startswith(b"HTTP/1.1 200 ")
+    assert wire.writes[0].endswith(b"\r\n\r\n3\r\nall\r\n0\r\n\r\n")
+    assert cycle.transport is wire
     assert ended == [1]

@@ -5,8 +5,10 @@ itself: the reply is produced elsewhere (a `ReplyHub` task, or another process
 through the store's log), so a client that leaves only detaches its reader.
 
 The request's own task writes: it takes every frame that is ready in one
-`send` (coalescing), and sends a `: ping` comment whenever nothing came for
-`keepalive` seconds, from the very start. A client that leaves is noticed at
+write (coalescing), and sends a `: ping` comment whenever nothing came for
+`keepalive` seconds, from the very start. On our server's protocol a write
+goes straight to the socket (`body_chunks`) unless the socket is backed up;
+elsewhere, and for the end of the response, through `send`. A client that leaves is noticed at
 once, even while the engine is silent, and stops the writing (`WriteStop`):
 on our server's protocol its `disconnect_notice` says so; elsewhere one more
 task per connection, the *watcher*, waits for `http.disconnect`. This is why
