@@ -8,10 +8,11 @@ The request's own task writes: it takes every frame that is ready in one
 write (coalescing), and sends a `: ping` comment whenever nothing came for
 `keepalive` seconds, from the very start. On our server's protocol a write
 goes straight to the socket (`body_chunks`) unless the socket is backed up;
-elsewhere, and for the end of the response, through `send`. A client that leaves is noticed at
-once, even while the engine is silent, and stops the writing (`WriteStop`):
-on our server's protocol its `disconnect_notice` says so; elsewhere one more
-task per connection, the *watcher*, waits for `http.disconnect`. This is why
+elsewhere, and for the end of the response, through `send`. A client that
+leaves is noticed at once, even while the engine is silent, and stops the
+writing (`WriteStop`): on our server's protocol its `disconnect_notice` says
+so; elsewhere one more task per connection, the *watcher*, waits for
+`http.disconnect`. This is why
 no `BaseHTTPMiddleware` may wrap this response: it swallows `http.disconnect`.
 (A writer task of its own, awaited with the watcher, cost a task and an
 `asyncio.wait` per reply: 6 % of replies/s under wrk.)
