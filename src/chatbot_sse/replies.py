@@ -40,7 +40,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -60,10 +60,23 @@ CONTROL_INTERVAL = 0.5  # seconds between polls for remote cancel requests and r
 WRITER_HEARTBEAT = 1.0  # seconds between the generating process's heartbeats in the log
 
 
+class FramesListener(Protocol):
+    def frames_ready(self) -> None:
+        """The reply has new frames, or has finished. Called once per `listen`."""
+
+
 class LiveReply:
-    """The frames of one reply generated in this process, in seq order."""
+    """The frames of one reply generated in this process, in seq order.
+
+    A reader waits for the next frame in one of two ways: a future of its own
+    (`waiter`), which wakes its task, or a `FramesListener` (`listen`), told in
+    the same step as the frame is published so that it can write the frame
+    without its task (`api.streaming.LiveSource` on our server's protocol).
+    Both are forgotten once told: a reader that wants the next frame asks again.
+    """
 
     __slots__ = (
+        "_listeners",
         "_waiters",
         "cancelling",
         "conversation_id",
@@ -97,6 +110,7 @@ class LiveReply:
         self.task: asyncio.Task[None] | None = None
         self.grace_timer: asyncio.TimerHandle | None = None
         self._waiters: list[asyncio.Future[bool]] = []
+        self._listeners: list[FramesListener] = []
 
     def publish(self, frame: bytes) -> None:
         self.frames.append(frame)
@@ -108,14 +122,19 @@ class LiveReply:
         self._wake()
 
     def _wake(self) -> None:
-        # Each waiting reader holds a future of its own; a frame nobody waits for (the
-        # reader is busy sending the previous ones) costs nothing.
+        # Each waiting reader holds a future of its own, or listens; a frame nobody waits
+        # for (the reader is busy sending the previous ones) costs nothing.
         waiters = self._waiters
         if waiters:
             self._waiters = []
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_result(True)
+        listeners = self._listeners
+        if listeners:
+            self._listeners = []
+            for listener in listeners:
+                listener.frames_ready()
 
     def waiter(self, loop: asyncio.AbstractEventLoop | None = None) -> asyncio.Future[bool]:
         """A future set to True at the next frame or the end of the reply; its reader may
@@ -133,6 +152,19 @@ class LiveReply:
     def forget(self, waiter: asyncio.Future[bool]) -> None:
         if waiter in self._waiters:  # not woken: it timed out, or its reader was cancelled
             self._waiters.remove(waiter)
+
+    def listen(self, listener: FramesListener) -> None:
+        """Tell `listener` of the next frame or the end, once. The reply holds it until then
+        or until `unlisten`: a listener that stops waiting must say so (the two refer to each
+        other while it waits)."""
+        self._listeners.append(listener)
+
+    def unlisten(self, listener: FramesListener) -> None:
+        listeners = self._listeners
+        for index, listening in enumerate(listeners):
+            if listening is listener:
+                del listeners[index]
+                return
 
 
 def interrupted_frame(conversation_id: str, reply_id: str, seq: int) -> bytes:

@@ -15,7 +15,6 @@ cycle and h11, writing to a transport that keeps each write.
 from __future__ import annotations
 
 import asyncio
-import logging
 import socket
 import threading
 import time
@@ -26,8 +25,6 @@ import h11
 import pytest
 import uvicorn
 from starlette.types import Receive, Scope, Send
-from uvicorn.protocols.http.flow_control import FlowControl
-from uvicorn.protocols.http.h11_impl import RequestResponseCycle
 
 from chatbot_sse.api.streaming import EventStreamResponse, task_source
 from chatbot_sse.body_chunks import BODY_CHUNKS, H11Chunks
@@ -35,6 +32,7 @@ from chatbot_sse.observability.metrics import Metrics
 from chatbot_sse.replies import FrameWrite
 from chatbot_sse.request_deadline import H11DeadlineProtocol, RequestDeadlineProtocol
 from chatbot_sse.response_head import HeldHead
+from cyclesupport import Wire, h11_cycle
 from livesupport import free_port
 
 FRAMES = [f"event: message\ndata: {n}\n\n".encode() for n in range(6)]
@@ -181,47 +179,13 @@ def test_http10_clients_get_what_uvicorn_gives_them(served: tuple[CountingApp, i
         assert app.body_sends(more_body=True) == 0
 
 
-class Wire:
-    """A transport that keeps what is written to it, write by write (each a system call)."""
-
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.closed = False
-
-    def write(self, data: bytes) -> None:
-        assert not self.closed, "a write after close"
-        self.writes.append(bytes(data))
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-
-def _h11_cycle(wire: Wire) -> tuple[Any, list[int]]:
-    """uvicorn's h11 request cycle for a GET h11 has read, writing to `wire`."""
-    conn = h11.Connection(h11.SERVER)
-    conn.receive_data(b"GET /stream HTTP/1.1\r\nHost: test\r\n\r\n")
-    assert isinstance(conn.next_event(), h11.Request)
-    assert isinstance(conn.next_event(), h11.EndOfMessage)
-    ended: list[int] = []
-    logger = logging.getLogger("test")
-    cycle = RequestResponseCycle(
-        {"type": "http", "method": "GET", "headers": [], "path": "/stream"},  # type: ignore[typeddict-item]
-        conn, wire, FlowControl(wire), logger, logger, False, [], asyncio.Event(),  # type: ignore[arg-type]
-        lambda: ended.append(1),
-    )  # fmt: skip
-    return cycle, ended
-
-
 async def _start(cycle: Any) -> None:
     await cycle.send({"type": "http.response.start", "status": 200, "headers": []})
 
 
 async def test_h11_writes_frame_chunks_only_once_the_response_started() -> None:
     wire = Wire()
-    cycle, _ = _h11_cycle(wire)
+    cycle, _ = h11_cycle(wire)
     chunks = H11Chunks(cycle)
     assert not chunks.write(b"too early")  # no head yet: h11 has not chosen the framing
     await _start(cycle)
@@ -237,7 +201,7 @@ async def test_h11_writes_frame_chunks_only_once_the_response_started() -> None:
 
 async def test_h11_end_writes_the_last_chunk_and_the_terminator_at_once() -> None:
     wire = Wire()
-    cycle, ended = _h11_cycle(wire)
+    cycle, ended = h11_cycle(wire)
     chunks = H11Chunks(cycle)
     await _start(cycle)
     await chunks.end(cycle.send, b"bye")
@@ -250,7 +214,7 @@ async def test_h11_end_writes_the_last_chunk_and_the_terminator_at_once() -> Non
 
 async def test_h11_end_on_a_closing_connection_writes_before_closing() -> None:
     wire = Wire()
-    cycle, _ = _h11_cycle(wire)
+    cycle, _ = h11_cycle(wire)
     cycle.keep_alive = False
     await _start(cycle)
     await H11Chunks(cycle).end(cycle.send, b"")
@@ -260,7 +224,7 @@ async def test_h11_end_on_a_closing_connection_writes_before_closing() -> None:
 
 async def test_h11_end_with_the_socket_backed_up_waits_as_send_does() -> None:
     wire = Wire()
-    cycle, ended = _h11_cycle(wire)
+    cycle, ended = h11_cycle(wire)
     await _start(cycle)
     cycle.flow.pause_writing()
     ending = asyncio.ensure_future(H11Chunks(cycle).end(cycle.send, b"bye"))
@@ -276,7 +240,7 @@ async def test_h11_end_with_the_socket_backed_up_waits_as_send_does() -> None:
 async def test_h11_end_right_after_the_start_is_one_write_with_the_held_head() -> None:
     """A reply that is whole at once (a replay): head, last chunk and terminator together."""
     wire = Wire()
-    cycle, ended = _h11_cycle(wire)
+    cycle, ended = h11_cycle(wire)
     cycle.transport = HeldHead(wire, cycle, asyncio.get_running_loop())  # as our protocols do
     await _start(cycle)
     assert wire.writes == []  # the head waits for the body
