@@ -17,21 +17,30 @@ from uvicorn.protocols.http.h11_impl import RequestResponseCycle
 
 
 class Wire:
-    """A transport that keeps what is written to it, write by write (each a system call)."""
+    """A transport that keeps what is written to it, write by write (each a system call).
 
-    def __init__(self) -> None:
+    With an `inner` transport (a real socket's), the writes go on to it as well: what the
+    kernel was handed, counted.
+    """
+
+    def __init__(self, inner: asyncio.Transport | None = None) -> None:
+        self.inner = inner
         self.writes: list[bytes] = []
         self.closed = False
 
     def write(self, data: bytes) -> None:
         assert not self.closed, "a write after close"
         self.writes.append(bytes(data))
+        if self.inner is not None:
+            self.inner.write(data)
 
     def close(self) -> None:
         self.closed = True
+        if self.inner is not None:
+            self.inner.close()
 
     def is_closing(self) -> bool:
-        return self.closed
+        return self.closed if self.inner is None else self.inner.is_closing()
 
 
 def h11_cycle(wire: Wire) -> tuple[Any, list[int]]:

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from chatbot_sse.response_head import HeldHead, hold_head
+from cyclesupport import Wire
 from livesupport import ServerProcess, parse_sse
 
 
@@ -31,24 +32,6 @@ class Recorder(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.chunks.append(data)
-
-
-class Counted:
-    """The real transport, with its writes counted: how many system calls the bytes took."""
-
-    def __init__(self, transport: asyncio.Transport) -> None:
-        self.inner = transport
-        self.writes: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-        self.inner.write(data)
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def is_closing(self) -> bool:
-        return self.inner.is_closing()
 
 
 class Cycle:
@@ -89,7 +72,7 @@ async def close(transport: asyncio.Transport, recorder: Recorder) -> None:
 
 async def test_the_head_and_the_first_body_bytes_are_one_write() -> None:
     transport, recorder = await pair()
-    counted = Counted(transport)
+    counted = Wire(transport)
     cycle = held(counted)
     cycle.transport.write(b"HTTP/1.1 200 OK\r\n\r\n")
     assert counted.writes == []  # held
