@@ -70,8 +70,9 @@ def request_timeout_response(default_headers: list[tuple[bytes, bytes]]) -> byte
     return b"\r\n".join(lines) + b"\r\n\r\n" + _BODY
 
 
-class _ReadDeadline:
-    """The timer and what happens when it fires; mixed into uvicorn's protocol classes.
+class _ReadDeadline(asyncio.Protocol):
+    """The timer and what happens when it fires, and the connection's disconnect notice;
+    mixed into uvicorn's protocol classes, ahead of them (its `super()` is theirs).
 
     `read_timeout` is `None` until the first connection of the process reads it
     from `Settings`; `0` turns the deadline off.
@@ -87,6 +88,17 @@ class _ReadDeadline:
     _deadline: asyncio.TimerHandle | None = None
     _notice: ConnectionNotice | None = None
     _chunks: ClassVar[type[BodyChunks]] = BodyChunks
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._notice = ConnectionNotice(self.flow)
+        self._arm_read_deadline()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_read_deadline()
+        super().connection_lost(exc)
+        if self._notice is not None:
+            self._notice.connection_lost()
 
     @staticmethod
     def _timeout() -> float:
@@ -136,17 +148,6 @@ def _httptools_class() -> type[asyncio.Protocol] | None:
         _reading = False  # between on_message_begin and on_message_complete
         _chunks = HttpToolsChunks
 
-        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-            super().connection_made(transport)
-            self._notice = ConnectionNotice(self.flow)
-            self._arm_read_deadline()
-
-        def connection_lost(self, exc: Exception | None) -> None:
-            self._disarm_read_deadline()
-            super().connection_lost(exc)
-            if self._notice is not None:
-                self._notice.connection_lost()
-
         def data_received(self, data: bytes) -> None:
             super().data_received(data)
             hold_head(self)
@@ -185,17 +186,6 @@ class H11DeadlineProtocol(_ReadDeadline, H11Protocol):
     """
 
     _chunks = H11Chunks
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._notice = ConnectionNotice(self.flow)
-        self._arm_read_deadline()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_read_deadline()
-        super().connection_lost(exc)
-        if self._notice is not None:
-            self._notice.connection_lost()
 
     def data_received(self, data: bytes) -> None:
         super().data_received(data)
