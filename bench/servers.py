@@ -197,19 +197,26 @@ def _wait_ready(server: Server, timeout: float) -> None:
 
 @contextlib.contextmanager
 def start(
-    spec: Spec, pace: float = 0.0, timeout: float = 30.0, stack: str = "uvloop"
+    spec: Spec,
+    pace: float = 0.0,
+    timeout: float = 30.0,
+    stack: str = "uvloop",
+    source: Path | None = None,
 ) -> Iterator[Server]:
     """Start `spec` on `stack`, wait until it accepts connections, sample its memory, stop it
-    after."""
+    after. `source`: another checkout whose package runs instead of the installed one."""
     with tempfile.TemporaryDirectory(prefix=f"bench-{spec.name}-") as tmp:
         workdir = Path(tmp)
         port = free_port()
         log_path = workdir / "server.log"
+        env = spec.env(port, pace, workdir)
+        if source is not None:
+            env["PYTHONPATH"] = f"{source / 'src'}{os.pathsep}{env['PYTHONPATH']}"
         with log_path.open("wb") as log:
             proc = subprocess.Popen(  # noqa: S603 - our own interpreter and scripts
                 spec.command(port, stack),
                 cwd=ROOT,
-                env=spec.env(port, pace, workdir),
+                env=env,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
