@@ -31,6 +31,8 @@ NAMES = ("floor", "base", "this")
 def _wave(server: servers.Server, replies: int, pace: float) -> dict[str, Any]:
     before = server.cpu_seconds()
     result = asyncio.run(measure.paced(server, replies, pace))
+    if not result["complete"]:  # no lateness to compare: say why rather than fail on a median
+        raise RuntimeError(f"no reply of the wave completed: {result['problems']}")
     return {
         "cpu_s": server.cpu_seconds() - before,
         "p99_s": result["lateness_s"]["p99"],
