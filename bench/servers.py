@@ -23,6 +23,7 @@ from pathlib import Path
 
 import psutil
 
+from bench.instructions import shadowed
 from chatbot_sse.loadtest.withserver import die_with_parent
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -210,8 +211,7 @@ def start(
         port = free_port()
         log_path = workdir / "server.log"
         env = spec.env(port, pace, workdir)
-        if source is not None:
-            env["PYTHONPATH"] = f"{source / 'src'}{os.pathsep}{env['PYTHONPATH']}"
+        env["PYTHONPATH"] = shadowed(env["PYTHONPATH"], source)
         with log_path.open("wb") as log:
             proc = subprocess.Popen(  # noqa: S603 - our own interpreter and scripts
                 spec.command(port, stack),
