@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import selectors
 import sqlite3
 import threading
 import time
+from pathlib import Path
+from typing import Any
 
 from chatbot_sse.domain import Message, Role, new_conversation_id, new_message_id
 from chatbot_sse.errors import ConversationNotFound
@@ -210,3 +213,48 @@ async def test_a_conversation_is_deleted_on_the_store_thread_not_the_loop(
     ran.clear()
     await store.append_message(message(kept, "later"))  # the next batch: on the loop again
     assert {thread for sql, thread in ran if sql.startswith("INSERT")} == {loop_thread}
+
+
+class _RecordingSelector(selectors.DefaultSelector):
+    """asyncio's selector, noting every timeout the loop waits with."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.timeouts: list[float | None] = []
+
+    def select(self, timeout: float | None = None) -> list[tuple[Any, int]]:
+        self.timeouts.append(timeout)
+        return super().select(timeout)
+
+
+def test_gathering_a_batch_never_puts_asyncio_s_loop_to_sleep(tmp_path: Path) -> None:
+    """A batch waits a turn of the loop at a time for writes on their way. On asyncio's own
+    loop a timer of 0.1 ms slept for a whole millisecond whenever no I/O was ready: the
+    selector rounds any positive timeout up to 1 ms. Under wrk every connection waits for the
+    same commit, so that millisecond was the loop idle, per batch."""
+    selector = _RecordingSelector()
+    loop = asyncio.SelectorEventLoop(selector)
+
+    async def writes() -> None:
+        store = SQLiteStore(tmp_path / "chat.db")
+        await store.open()
+        try:
+            conversation_id = new_conversation_id()
+            await store.create_conversation(conversation_id, time.time())
+            selector.timeouts.clear()
+            await asyncio.gather(
+                *(store.append_message(message(conversation_id, "x")) for _ in range(3))
+            )
+            await store.append_message(message(conversation_id, "alone"))
+            waits = list(selector.timeouts)
+            assert len(await store.history(conversation_id)) == 4
+        finally:
+            await store.close()
+        # None: waiting for I/O (the store's thread committing); 0: a turn that polls I/O
+        assert [t for t in waits if t is not None and t > 0] == []
+        assert 0 in waits  # the turns that gathered the batches polled I/O on their way
+
+    try:
+        loop.run_until_complete(writes())
+    finally:
+        loop.close()

@@ -30,8 +30,8 @@ GIL go for each statement's work, the loop goes on serving meanwhile.
 Nothing else uses the connection while a batch is open: this class owns it.
 
 A batch waits for the writes that are on their way (`GroupCommit._gather`):
-a turn of the event loop at a time, as long as each turn brings more, at most
-`GATHER_SECONDS`. Each commit costs about 150 us of CPU beyond its statements
+a turn of the event loop at a time (`_next_turn`), as long as each turn brings
+more, at most `GATHER_SECONDS`. Each commit costs about 150 us of CPU beyond its statements
 (the fsync, the pages of every index it touched written to the WAL, the hand-
 overs to and from the thread): taking the next batch at once, as soon as the
 last one committed, made batches of a few writes. Gathering, under wrk on one
@@ -66,7 +66,6 @@ from chatbot_sse.stores._sqlite_writer_lock import WriterLock
 T = TypeVar("T")
 
 GATHER_SECONDS = 0.002
-TURN = 0.0001  # a timer this short fires at the next turn of the loop, after its I/O
 
 Operation = tuple[Callable[[sqlite3.Connection], Any], bool, "asyncio.Future[Any]", bool]
 """(fn, durable, the caller's future, long)"""
@@ -137,7 +136,7 @@ class GroupCommit:
         until = loop.time() + GATHER_SECONDS
         while True:
             waiting = len(self._pending)
-            await asyncio.sleep(TURN)
+            await _next_turn(loop)
             if len(self._pending) == waiting or loop.time() >= until:
                 return
 
@@ -253,6 +252,26 @@ class GroupCommit:
         finally:
             if self._writer_lock is not None:
                 self._writer_lock.release()
+
+
+def _next_turn(loop: asyncio.AbstractEventLoop) -> asyncio.Future[None]:
+    """Done at the loop's next turn, after that turn's I/O callbacks: a timer due now.
+
+    Not `asyncio.sleep(0)`, which resumes ahead of the next turn's I/O callbacks, so
+    nothing on its way would have come; nor a timer a little ahead (this was 0.1 ms):
+    uvloop runs it at the next turn all the same (it counts in whole milliseconds), but
+    asyncio's selector rounds any positive timeout up to 1 ms, and an idle loop slept
+    that long per batch. Under wrk every connection waits for the same commit, so that
+    was the loop idle, 2-3 % of the time on asyncio + h11.
+    """
+    turn: asyncio.Future[None] = loop.create_future()
+    loop.call_at(loop.time(), _turned, turn)
+    return turn
+
+
+def _turned(turn: asyncio.Future[None]) -> None:
+    if not turn.done():  # its batch's drainer was cancelled meanwhile (the loop is closing)
+        turn.set_result(None)
 
 
 def _closed() -> sqlite3.OperationalError:
