@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 import orjson
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
-from starlette.requests import ClientDisconnect, Request
+from starlette.requests import Request
 
 from chatbot_sse.domain import is_conversation_id
 from chatbot_sse.errors import (
@@ -34,19 +34,35 @@ class ChatRequest:
 
 
 async def read_body(request: Request, limit: int) -> bytes:
-    """The whole body, refusing early (by Content-Length) or as soon as it exceeds `limit`."""
+    """The whole body, refusing early (by Content-Length) or as soon as it exceeds `limit`.
+
+    Read from the request's `receive` itself, not through `request.stream()`: that is an
+    async generator per request (an object, the event loop's first-iteration hook and its
+    weak set, a finaliser), for a body that nearly always comes in one message. Nothing
+    reads the body again after this.
+    """
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+    receive = request.receive
     received = bytearray()
-    try:
-        async for chunk in request.stream():
-            received += chunk
-            if len(received) > limit:
+    while True:
+        message = await receive()
+        kind = message["type"]
+        if kind == "http.disconnect":
+            raise IncompleteBody("the connection closed before the request body was complete")
+        if kind != "http.request":
+            continue
+        body: bytes = message.get("body", b"")
+        if not message.get("more_body", False) and not received:  # the usual: one message
+            if len(body) > limit:
                 raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-    except ClientDisconnect:
-        raise IncompleteBody("the connection closed before the request body was complete") from None
-    return bytes(received)
+            return body
+        received += body
+        if len(received) > limit:
+            raise PayloadTooLarge(f"request body is larger than {limit} bytes")
+        if not message.get("more_body", False):
+            return bytes(received)
 
 
 class _StrictMultiPartParser(MultiPartParser):
