@@ -45,7 +45,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"request body is larger than {limit} bytes")
     receive = request.receive
-    received = bytearray()
+    pieces = bytearray()
     while True:
         message = await receive()
         kind = message["type"]
@@ -53,16 +53,15 @@ async def read_body(request: Request, limit: int) -> bytes:
             raise IncompleteBody("the connection closed before the request body was complete")
         if kind != "http.request":
             continue
-        body: bytes = message.get("body", b"")
-        if not message.get("more_body", False) and not received:  # the usual: one message
-            if len(body) > limit:
-                raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-            return body
-        received += body
-        if len(received) > limit:
+        body: bytes | bytearray = message.get("body", b"")
+        more = message.get("more_body", False)
+        if pieces or more:  # in several messages: gathered (one message is taken as it is)
+            pieces += body
+            body = pieces
+        if len(body) > limit:
             raise PayloadTooLarge(f"request body is larger than {limit} bytes")
-        if not message.get("more_body", False):
-            return bytes(received)
+        if not more:
+            return bytes(body)  # the same object when it is bytes already
 
 
 class _StrictMultiPartParser(MultiPartParser):
