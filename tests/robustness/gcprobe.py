@@ -1,11 +1,13 @@
-"""The server with two test-only endpoints that ask its garbage collector what it had to free.
+"""The server with test-only endpoints that ask its garbage collector what it had to free.
 
 `POST /_gc/mark` collects, then switches automatic collection off and keeps
 everything a later collection finds (`gc.DEBUG_SAVEALL`); `GET /_gc/report`
 collects and answers, by type, the objects that only the collector could free
-since the mark (reference cycles), then resumes normal collection;
+since the mark (reference cycles), with the functions of the frames and the
+exceptions among them, then resumes normal collection;
 `POST /_gc/cycle` drops a cycle on purpose, so a test can see the probe find
-one; `GET /_gc/settings` answers the collector's thresholds and how many objects
+one (`POST /_gc/exception_cycle` one through an exception's traceback);
+`GET /_gc/settings` answers the collector's thresholds and how many objects
 start-up froze. Everything else goes to `chatbot_sse.main:app`, in this same process.
 """
 
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import gc
+import types
 from typing import Any
 
 import orjson
@@ -24,6 +27,16 @@ async def _answer(send: Any, body: dict[str, Any]) -> None:
     start = {"type": "http.response.start", "status": 200}
     await send({**start, "headers": [(b"content-type", b"application/json")]})
     await send({"type": "http.response.body", "body": orjson.dumps(body)})
+
+
+def _keep_own_traceback() -> None:
+    """The cycle a handler makes by keeping its exception: frame -> exception -> traceback
+    -> frame."""
+    try:
+        raise ValueError("kept")
+    except ValueError as exc:
+        kept = exc
+    assert kept is not None
 
 
 async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
@@ -39,14 +52,36 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
         loop.append(loop)
         del loop
         await _answer(send, {"made": True})
+    elif path == "/_gc/exception_cycle":
+        _keep_own_traceback()
+        await _answer(send, {"made": True})
     elif path == "/_gc/settings":
         await _answer(send, {"threshold": gc.get_threshold(), "frozen": gc.get_freeze_count()})
     elif path == "/_gc/report":
         gc.collect()
         counts = collections.Counter(type(obj).__qualname__ for obj in gc.garbage)
+        # Where a cycle came from, should one turn up: the functions of its frames and the
+        # exceptions in it (a caught exception kept by its own traceback's frame is the
+        # usual culprit).
+        frames = collections.Counter(
+            f"{obj.f_code.co_filename.rsplit('/', 2)[-1]}:{obj.f_code.co_qualname}"
+            for obj in gc.garbage
+            if isinstance(obj, types.FrameType)
+        )
+        errors = collections.Counter(
+            type(obj).__qualname__ for obj in gc.garbage if isinstance(obj, BaseException)
+        )
         gc.garbage.clear()
         gc.set_debug(0)
         gc.enable()
-        await _answer(send, {"total": sum(counts.values()), "types": dict(counts.most_common())})
+        await _answer(
+            send,
+            {
+                "total": sum(counts.values()),
+                "types": dict(counts.most_common()),
+                "frames": dict(frames.most_common()),
+                "exceptions": dict(errors.most_common()),
+            },
+        )
     else:
         await chatbot_app(scope, receive, send)

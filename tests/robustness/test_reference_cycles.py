@@ -77,14 +77,29 @@ def garbage_of(probe: ProbeServer, scenario: Callable[[], None]) -> dict[str, An
     return report
 
 
-NOTHING = {"total": 0, "types": {}}
+NOTHING = {"total": 0, "types": {}, "frames": {}, "exceptions": {}}
 
 
 def test_the_probe_finds_a_cycle(probe: ProbeServer) -> None:
     def make_one() -> None:
         assert httpx.post(probe.url + "/_gc/cycle").status_code == 200
 
-    assert garbage_of(probe, make_one) == {"total": 1, "types": {"list": 1}}
+    assert garbage_of(probe, make_one) == {
+        "total": 1,
+        "types": {"list": 1},
+        "frames": {},
+        "exceptions": {},
+    }
+
+
+def test_the_probe_names_the_frames_and_exceptions_of_a_cycle(probe: ProbeServer) -> None:
+    def make_one() -> None:
+        assert httpx.post(probe.url + "/_gc/exception_cycle").status_code == 200
+
+    found = garbage_of(probe, make_one)
+    assert found["exceptions"] == {"ValueError": 1}
+    assert found["frames"]["gcprobe.py:_keep_own_traceback"] == 1  # its callers' too (f_back)
+    assert found["types"]["traceback"] == 1
 
 
 def test_start_up_freezes_what_lives_for_ever_and_raises_the_young_threshold(
