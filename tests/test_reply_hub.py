@@ -143,7 +143,8 @@ async def test_the_first_chunk_is_there_when_start_returns_to_go_out_with_the_he
     else:
         assert not live.started  # Python 3.11: the task's first step is only scheduled
         assert live.frames == [encoded.connected]
-    assert live.task is not None and not live.task.done()
+    assert live.task is not None
+    assert not live.task.done()
     hub.cancel(live, "cancelled")
     await asyncio.wait_for(asyncio.shield(live.task), 5)
     assert b'"code":"cancelled"' in live.frames[-1]

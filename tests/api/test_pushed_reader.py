@@ -1,7 +1,7 @@
 """A reader of a reply in this process is pushed to: its frames are written while its task sleeps.
 
 On our server's protocol an `EventStreamResponse` reading a `LiveSource` writes
-the reply's frames from the step that published them (`LiveSource._flush`),
+the reply's frames from the step that published them (`LiveSource.flush`),
 not by waking its task for each. Here the response runs on uvicorn's own h11
 request cycle, writing to a transport that keeps each write (`cyclesupport`),
 and the test publishes frames into the `LiveReply` itself. What must hold, as
@@ -27,7 +27,7 @@ import pytest
 from starlette.types import Message
 
 from chatbot_sse import sse
-from chatbot_sse.api.streaming import EventStreamResponse, LiveSource
+from chatbot_sse.api.streaming import EventStreamResponse, FlushRound, LiveSource
 from chatbot_sse.body_chunks import BODY_CHUNKS, H11Chunks
 from chatbot_sse.disconnect_notice import DISCONNECT_NOTICE, ConnectionNotice
 from chatbot_sse.observability.metrics import Metrics
@@ -240,3 +240,58 @@ async def test_the_keepalive_counts_from_the_last_frame_pushed(live: LiveReply) 
     await served.settle()
     assert served.body()[-1] == chunk(frame(13))
     assert served.source._waiter is waiting
+
+
+async def test_readers_told_in_one_step_are_flushed_by_one_callback_in_order(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Replies whose chunks come in the same turn of the loop (their sleeps ended together)
+    share one flush callback (`FlushRound`): a `call_soon` per chunk of every paced reply was
+    Python on asyncio's loop. Each reader still gets its own frames, in one write each."""
+    replies = [LiveReply(f"c{n}", f"r{n}") for n in range(3)]
+    served = [await pushing(reply) for reply in replies]
+    loop = asyncio.get_running_loop()
+    scheduled: list[object] = []
+    call_soon = loop.call_soon
+
+    def counting(callback: Any, *args: Any, **kwargs: Any) -> asyncio.Handle:
+        scheduled.append(getattr(callback, "__qualname__", callback))
+        return call_soon(callback, *args, **kwargs)
+
+    monkeypatch.setattr(loop, "call_soon", counting)
+    for reply in reversed(replies):
+        reply.publish(frame(1))
+    replies[0].publish(frame(2))  # the same reader again in the same step: one write
+    assert scheduled == ["FlushRound._run"]
+    monkeypatch.undo()
+    await served[0].settle()
+    for one in served:
+        assert one.body()[-1] == chunk(b"".join(one.live.frames[1:]))
+    assert served[0].body()[-1] == chunk(frame(1) + frame(2))
+    for reply in replies:
+        reply.finish()
+    await asyncio.wait_for(asyncio.gather(*(one.task for one in served)), 5)
+
+
+async def test_a_reader_told_while_its_round_runs_is_flushed_in_the_next() -> None:
+    loop = asyncio.get_running_loop()
+    flushes = FlushRound()
+    flushed: list[str] = []
+
+    class Reader:
+        def __init__(self, name: str, then: Reader | None = None) -> None:
+            self.name, self.then = name, then
+
+        def flush(self) -> None:
+            flushed.append(self.name)
+            if self.then is not None:
+                flushes.add(self.then, loop)  # type: ignore[arg-type]
+
+    late = Reader("late")
+    flushes.add(Reader("first", then=late), loop)  # type: ignore[arg-type]
+    flushes.add(Reader("second"), loop)  # type: ignore[arg-type]
+    assert flushed == []
+    await asyncio.sleep(0)
+    assert flushed == ["first", "second"]  # in the order told; `late` waits for its round
+    await asyncio.sleep(0)
+    assert flushed == ["first", "second", "late"]

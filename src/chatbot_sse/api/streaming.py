@@ -134,7 +134,7 @@ class LiveSource:
 
     Given the server's `BodyChunks` (`write_through`), the reader is pushed to
     instead: while its task waits, it listens on the reply, and new frames are
-    written to the socket by a callback (`_flush`, one `call_soon` after the
+    written to the socket by a callback (`flush`, in the loop's next `FlushRound` after the
     first frame of a step, so frames published together go out together) with
     the task left asleep. Waking a task for every chunk was the largest cost of
     a paced reply left on uvloop (docs/bench.md: -11 % CPU per paced wave). The
@@ -158,7 +158,8 @@ class LiveSource:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._chunks: BodyChunks | None = None
         self._listening = False  # registered with the reply (it forgets us once it tells us)
-        self._flush_due = False  # a `_flush` is scheduled
+        self._flush_due = False  # a `flush` is due in the loop's `FlushRound`
+        self._flushes: FlushRound | None = None
 
     def backlog(self) -> int:
         return self.live.size - self.taken
@@ -223,9 +224,12 @@ class LiveSource:
         loop = self._loop
         if not self._flush_due and loop is not None:
             self._flush_due = True
-            loop.call_soon(self._flush)
+            flushes = self._flushes
+            if flushes is None:
+                flushes = self._flushes = flush_round(loop)
+            flushes.add(self, loop)
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
         """Write what the reply has new while the task waits, or wake the task to do it."""
         self._flush_due = False
         waiter = self._waiter
@@ -274,6 +278,50 @@ class LiveSource:
             self._timer = None
         self._unlisten()
         await self.on_close()
+
+
+class FlushRound:
+    """The pushed readers of an event loop with frames to write, flushed by one callback.
+
+    A reader told of new frames used to schedule its own `call_soon`: a handle per
+    chunk of every paced reply, which on asyncio's loop is Python (the handle, its
+    context, the queue). Readers told in the same turn of the loop (the replies whose
+    sleeps ended together) now share one callback, which flushes them in the order they
+    were told. A reader told while the round runs goes to the next round.
+    """
+
+    __slots__ = ("_due", "_scheduled")
+
+    def __init__(self) -> None:
+        # No reference to the loop, which the registry holds weakly: a quiet round pins nothing.
+        self._due: list[LiveSource] = []
+        self._scheduled = False
+
+    def add(self, source: LiveSource, loop: asyncio.AbstractEventLoop) -> None:
+        """Flush `source` in this round, on `loop` (the running one)."""
+        self._due.append(source)
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self._run)
+
+    def _run(self) -> None:
+        due, self._due = self._due, []
+        self._scheduled = False
+        for source in due:
+            source.flush()
+
+
+_flush_rounds: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FlushRound] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def flush_round(loop: asyncio.AbstractEventLoop) -> FlushRound:
+    """`loop`'s `FlushRound` (one per loop: tests run apps on many)."""
+    flushes = _flush_rounds.get(loop)
+    if flushes is None:
+        flushes = _flush_rounds[loop] = FlushRound()
+    return flushes
 
 
 def hub_source(hub: ReplyHub, live: LiveReply, position: int = 0) -> LiveSource:
