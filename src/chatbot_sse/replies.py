@@ -298,8 +298,9 @@ class ReplyHub:
         go out with it and `connected`. Scheduled instead, that step waited behind
         everything the loop had queued: 1,000 replies started together (asyncio + h11)
         sent every `connected` first and each first `message` 70-110 ms later; at delays 0
-        it was a task step and a write more per reply. `live.task` is set once that step
-        returns; nothing in it cancels its own reply.
+        it was a task step more per reply (and with the memory store, whose end does not
+        wait, a write more). `live.task` is set once that step returns; nothing in it
+        cancels its own reply.
         """
         live = LiveReply(conversation_id, reply_id)
         if first:
