@@ -285,11 +285,11 @@ async def test_a_reader_told_while_its_round_runs_is_flushed_in_the_next() -> No
         def flush(self) -> None:
             flushed.append(self.name)
             if self.then is not None:
-                flushes.add(self.then, loop)  # type: ignore[arg-type]
+                flushes.add(self.then, loop)
 
     late = Reader("late")
-    flushes.add(Reader("first", then=late), loop)  # type: ignore[arg-type]
-    flushes.add(Reader("second"), loop)  # type: ignore[arg-type]
+    flushes.add(Reader("first", then=late), loop)
+    flushes.add(Reader("second"), loop)
     assert flushed == []
     await asyncio.sleep(0)
     assert flushed == ["first", "second"]  # in the order told; `late` waits for its round

@@ -280,6 +280,11 @@ class LiveSource:
         await self.on_close()
 
 
+class Flushable(Protocol):
+    def flush(self) -> None:
+        """Write what is due (a `LiveSource`'s frames)."""
+
+
 class FlushRound:
     """The pushed readers of an event loop with frames to write, flushed by one callback.
 
@@ -294,10 +299,10 @@ class FlushRound:
 
     def __init__(self) -> None:
         # No reference to the loop, which the registry holds weakly: a quiet round pins nothing.
-        self._due: list[LiveSource] = []
+        self._due: list[Flushable] = []
         self._scheduled = False
 
-    def add(self, source: LiveSource, loop: asyncio.AbstractEventLoop) -> None:
+    def add(self, source: Flushable, loop: asyncio.AbstractEventLoop) -> None:
         """Flush `source` in this round, on `loop` (the running one)."""
         self._due.append(source)
         if not self._scheduled:
