@@ -51,3 +51,38 @@ def test_workers_sharing_stderr_never_split_a_line(tmp_path: Path) -> None:
         by_pid.setdefault(record["pid"], []).append(record["n"])
     assert sorted(len(ns) for ns in by_pid.values()) == [lines_per_worker] * 2
     assert all(ns == list(range(lines_per_worker)) for ns in by_pid.values())
+
+
+MODULE_LOGGER = """
+from chatbot_sse.observability.logging import REQUEST_ID, configure_logging, get_logger
+
+log = get_logger("test")  # as modules make theirs: at import, before logging is configured
+configure_logging("INFO", debug=False)
+log.debug("filtered_out")
+log.info("outside_a_request")
+bound = REQUEST_ID.set("req-1")
+log.info("inside_a_request", n=1)
+log.info("names_its_own", request_id="req-2")
+REQUEST_ID.reset(bound)
+log.info("after_the_request")
+print("KEPT", "info" in vars(log), "debug" in vars(log))
+"""
+
+
+def test_a_module_logger_writes_through_the_configured_pipeline_with_the_request_id() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", MODULE_LOGGER], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    records = [json.loads(line) for line in done.stderr.splitlines()]
+    assert [r["event"] for r in records] == [
+        "outside_a_request",
+        "inside_a_request",
+        "names_its_own",
+        "after_the_request",
+    ]
+    assert [r.get("request_id") for r in records] == [None, "req-1", "req-2", None]
+    assert records[1]["n"] == 1
+    assert records[1]["level"] == "info"
+    # Configured to cache its loggers, structlog's methods are looked up once and kept.
+    assert done.stdout.split() == ["KEPT", "True", "True"]

@@ -20,7 +20,6 @@ import gc
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
-import structlog
 from fastapi import FastAPI
 
 from chatbot_sse.api.limits import StreamGate
@@ -28,12 +27,13 @@ from chatbot_sse.config import Settings
 from chatbot_sse.draining import on_sigterm
 from chatbot_sse.engines import create_engine
 from chatbot_sse.errors import ChatError, StoreUnavailable
+from chatbot_sse.observability.logging import get_logger
 from chatbot_sse.observability.metrics import Metrics
 from chatbot_sse.replies import ReplyHub
 from chatbot_sse.stores import Store, create_store
 from chatbot_sse.turns import TurnService
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 REOPEN_INTERVAL = 1.0  # seconds between attempts to open a store that was down at start
 

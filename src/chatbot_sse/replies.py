@@ -43,16 +43,15 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, Protocol
 
-import structlog
-
 from chatbot_sse import sse
 from chatbot_sse.domain import Message, MessageStatus, Role
 from chatbot_sse.draining import Handoff
 from chatbot_sse.errors import StoreUnavailable
+from chatbot_sse.observability.logging import get_logger
 from chatbot_sse.stores.base import LogAppend, Store, reply_state
 from chatbot_sse.turns import cancel_error
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 SUPERSEDE_WAIT = 3.0  # seconds a new turn waits for the reply it replaces to end
 SUPERSEDE_POLL = 0.05  # seconds between looks at the log of a reply generated elsewhere

@@ -18,8 +18,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import structlog
-
 from chatbot_sse.domain import (
     Message,
     MessageStatus,
@@ -30,10 +28,11 @@ from chatbot_sse.domain import (
 )
 from chatbot_sse.engines.base import Engine, Reservation, StreamResult, open_stream, reserve
 from chatbot_sse.errors import ChatError
+from chatbot_sse.observability.logging import get_logger
 from chatbot_sse.observability.metrics import Metrics
 from chatbot_sse.stores.base import Store
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 
 @dataclass(slots=True, frozen=True)

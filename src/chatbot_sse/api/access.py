@@ -30,15 +30,15 @@ import hashlib
 import hmac
 from collections.abc import Awaitable
 
-import structlog
 from starlette.requests import HTTPConnection
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chatbot_sse.api.errors import chat_error_response
 from chatbot_sse.errors import ChatError, RateLimited, StoreUnavailable, Unauthorized
+from chatbot_sse.observability.logging import get_logger
 from chatbot_sse.observability.metrics import Metrics
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 PUBLIC_PATHS = frozenset({"/", "/health"})
 PUBLIC_PREFIXES = ("/static/",)

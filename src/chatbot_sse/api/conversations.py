@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import structlog
 from fastapi import APIRouter, Query, Request, Response
 
 from chatbot_sse.api.access import request_owner
 from chatbot_sse.domain import is_conversation_id
 from chatbot_sse.errors import ConversationNotFound, InvalidConversationId
+from chatbot_sse.observability.logging import get_logger
 from chatbot_sse.replies import ReplyHub
 from chatbot_sse.stores.base import Store, reply_state
 
@@ -19,7 +19,7 @@ MAX_PAGE = 1000
 DEFAULT_PAGE = 100
 """A page's size when `before` is given without `limit`."""
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 router = APIRouter()
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import structlog
 from fastapi import APIRouter, FastAPI
 from starlette.requests import Request
 from starlette.responses import Response
@@ -32,8 +31,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from chatbot_sse.api.errors import chat_error_response, error_response
 from chatbot_sse.errors import ChatError
+from chatbot_sse.observability.logging import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 Endpoint = Callable[[Request], Awaitable[Response]]
 

@@ -15,15 +15,15 @@ from __future__ import annotations
 import math
 from typing import Any
 
-import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from chatbot_sse.errors import ChatError, StoreUnavailable, Unauthorized
+from chatbot_sse.observability.logging import get_logger
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 _HTTP_CODES = {
     400: "bad_request",

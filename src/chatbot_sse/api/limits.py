@@ -21,14 +21,13 @@ from __future__ import annotations
 import secrets
 from collections.abc import Awaitable, Callable
 
-import structlog
-
 from chatbot_sse.config import Settings
 from chatbot_sse.errors import ServerBusy, StoreUnavailable, TooManyStreams
+from chatbot_sse.observability.logging import get_logger
 from chatbot_sse.observability.metrics import Metrics
 from chatbot_sse.stores.base import Guards
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 Release = Callable[[], Awaitable[None]]
 

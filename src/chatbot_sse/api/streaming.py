@@ -45,7 +45,6 @@ import weakref
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
-import structlog
 from mypy_extensions import mypyc_attr
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
@@ -55,6 +54,7 @@ from chatbot_sse.body_chunks import BODY_CHUNKS, BodyChunks
 from chatbot_sse.disconnect_notice import DISCONNECT_NOTICE, ConnectionNotice
 from chatbot_sse.draining import Handoff
 from chatbot_sse.errors import StoreUnavailable
+from chatbot_sse.observability.logging import get_logger
 from chatbot_sse.observability.metrics import Metrics
 from chatbot_sse.replies import (
     WRITER_HEARTBEAT,
@@ -68,7 +68,7 @@ from chatbot_sse.replies import (
 from chatbot_sse.start_hook import unwrap
 from chatbot_sse.stores.base import ReplyEvents, Store
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),

@@ -25,14 +25,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import structlog
-
 from chatbot_sse.domain import Message
 from chatbot_sse.engines._local_context import FittedPrompt, fit
 from chatbot_sse.engines._local_model import LocalModel
 from chatbot_sse.errors import EngineBusy, EngineError
+from chatbot_sse.observability.logging import get_logger, request_log_fields
 
-log = structlog.get_logger("chatbot_sse.engines.local")
+log = get_logger("chatbot_sse.engines.local")
 
 
 @dataclass(slots=True)
@@ -75,7 +74,7 @@ class Job:
     stats: Stats = field(default_factory=Stats)
     prompt: str = ""
     # The submitter's request-scoped log fields: this thread's lines carry them too.
-    log_fields: dict[str, Any] = field(default_factory=structlog.contextvars.get_contextvars)
+    log_fields: dict[str, Any] = field(default_factory=request_log_fields)
 
 
 class Worker:

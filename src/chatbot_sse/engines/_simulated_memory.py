@@ -77,12 +77,17 @@ class Facts:
         return any((self.name, self.likes, self.dislikes, self.home, self.origin, self.favourites))
 
 
+NO_FACTS = Facts()
+"""What a message that states nothing states: one shared instance (it is frozen), not a new
+one per `Memory` (a frozen dataclass's `__init__` sets each field through `object.__setattr__`)."""
+
+
 @dataclass(slots=True)
 class Memory:
     """Everything the bot knows this turn, derived from the context alone."""
 
     current: str = ""  # the message being answered, as typed
-    stated: Facts = field(default_factory=Facts)  # facts in the current message
+    stated: Facts = NO_FACTS  # facts in the current message
     earlier: list[str] = field(default_factory=list)  # the user's previous messages, oldest first
     replies: list[str] = field(default_factory=list)  # the bot's previous replies, oldest first
     name: str | None = None

@@ -59,11 +59,21 @@ def compose_reply(context: Sequence[Message]) -> str:
     if greeting and not any(ch.isalnum() for ch in rest):
         return _greet(Turn(memory, rest, seed))
     turn = Turn(memory, rest, seed)
-    rules = _RULES if len(rest) <= MAX_RULE_CHARS else _FALLBACKS
-    reply = next(r for r in (rule(turn) for rule in rules) if r)
+    reply = _first_reply(turn, _RULES if len(rest) <= MAX_RULE_CHARS else _FALLBACKS)
     if greeting and not memory.stated.name:
         reply = turn.pick((f"Hi{turn.name}! ", f"Hello{turn.name}! ")) + reply
     return reply
+
+
+def _first_reply(turn: Turn, rules: Sequence[Rule]) -> str:
+    """The reply of the first rule that has one (the last rule always has). A loop, not
+    `next()` over two generators: every message tries about twenty rules, and each of
+    them was two generator steps more (0.7 of the bot's 11 us for a first message)."""
+    for rule in rules:
+        reply = rule(turn)
+        if reply:
+            return reply
+    raise AssertionError("the last rule answers every message")
 
 
 def _greet(turn: Turn) -> str:

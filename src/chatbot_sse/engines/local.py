@@ -28,13 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import structlog
-
 from chatbot_sse.domain import Message
 from chatbot_sse.engines._local_model import LocalModel, default_model_path
 from chatbot_sse.engines._local_worker import Done, Failed, Item, Job, Worker
 from chatbot_sse.engines.base import StreamResult
 from chatbot_sse.errors import EngineError
+from chatbot_sse.observability.logging import get_logger
 
 if TYPE_CHECKING:
     from chatbot_sse.config import Settings
@@ -42,7 +41,7 @@ if TYPE_CHECKING:
 
 __all__ = ["LocalEngine", "LocalOptions", "default_model_path", "from_settings"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 CLOSE_TIMEOUT = 10.0  # seconds to wait for the current token before leaving the thread behind
 

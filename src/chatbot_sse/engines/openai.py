@@ -34,13 +34,13 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 import orjson
-import structlog
 
 from chatbot_sse.domain import Message
 from chatbot_sse.engines._openai_http import read_reply, status_error
 from chatbot_sse.engines._openai_wire import chat_messages
 from chatbot_sse.engines.base import StreamResult
 from chatbot_sse.errors import EngineError, UpstreamError, UpstreamTimeout
+from chatbot_sse.observability.logging import get_logger
 
 if TYPE_CHECKING:
     from chatbot_sse.config import Settings
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
 __all__ = ["HEALTH_TTL", "OpenAIEngine", "from_settings"]
 
-log = structlog.get_logger(__name__)
+log = get_logger(__name__)
 
 HEALTH_TIMEOUT = 2.0  # seconds for the `/models` probe behind `/health`
 HEALTH_TTL = 5.0  # seconds a probe's answer is reused: `/health` may be polled often

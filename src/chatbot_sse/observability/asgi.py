@@ -10,9 +10,9 @@ from __future__ import annotations
 import re
 import secrets
 
-import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from chatbot_sse.observability.logging import REQUEST_ID
 from chatbot_sse.observability.metrics import Metrics
 from chatbot_sse.start_hook import StartHook
 
@@ -35,7 +35,7 @@ class RequestContextMiddleware:
                 break
         if not request_id:
             request_id = secrets.token_hex(8).encode()
-        structlog.contextvars.bind_contextvars(request_id=request_id.decode())
+        bound = REQUEST_ID.set(request_id.decode())
 
         def add_id(message: Message) -> None:
             message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id)]
@@ -48,4 +48,4 @@ class RequestContextMiddleware:
             template = getattr(route, "path", None) or "unmatched"
             status = 500 if hook.status is None else hook.status
             self.metrics.http_request(scope["method"], template, status)
-            structlog.contextvars.unbind_contextvars("request_id")
+            REQUEST_ID.reset(bound)
