@@ -117,7 +117,8 @@ class LiveReply:
     def publish(self, frame: bytes) -> None:
         self.frames.append(frame)
         self.size += len(frame)
-        self._wake()
+        if self._waiters or self._listeners:  # no call for a frame nobody waits for
+            self._wake()
 
     def finish(self) -> None:
         self.finished = True
