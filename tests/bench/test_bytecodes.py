@@ -1,0 +1,42 @@
+"""`bench.bytecodes`: the interpreter's work per reply, by function, counted in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+pytestmark = pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring is 3.12+")
+
+
+def test_a_reply_is_counted_function_by_function() -> None:
+    env = {**os.environ, "STORE_URL": "memory://"}
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.bytecodes", "--replies", "40", "--top", "400"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    total = re.search(r"bytecodes per reply: ([\d,]+)", done.stdout)
+    assert total is not None, done.stdout
+    assert int(total.group(1).replace(",", "")) > 1000
+    rows = {
+        line.split(None, 2)[2]: (float(line.split()[0]), float(line.split()[1]))
+        for line in done.stdout.splitlines()[2:]
+    }
+    publish = [calls for name, (_, calls) in rows.items() if name.endswith(" LiveReply.publish")]
+    # Every reply of the bench is `connected`, 20 `message` and `completed`: 22 frames.
+    assert publish == [22.0]
+    names = " ".join(rows)
+    assert "chatbot_sse/turns.py" in names
+    assert "TurnService.run" in names
