@@ -295,3 +295,26 @@ async def test_a_reader_told_while_its_round_runs_is_flushed_in_the_next() -> No
     assert flushed == ["first", "second"]  # in the order told; `late` waits for its round
     await asyncio.sleep(0)
     assert flushed == ["first", "second", "late"]
+
+
+async def test_a_reader_whose_flush_fails_leaves_the_rest_of_its_round_flushed() -> None:
+    loop = asyncio.get_running_loop()
+    flushes = FlushRound()
+    flushed: list[str] = []
+
+    class Reader:
+        def __init__(self, name: str) -> None:
+            self.name = name
+
+        def flush(self) -> None:
+            if self.name == "broken":
+                raise RuntimeError("a bug in one reader")
+            flushed.append(self.name)
+
+    for name in ("first", "broken", "last"):
+        flushes.add(Reader(name), loop)
+    await asyncio.sleep(0)
+    assert flushed == ["first", "last"]
+    flushes.add(Reader("next"), loop)  # the round is not left stuck: the next one runs
+    await asyncio.sleep(0)
+    assert flushed == ["first", "last", "next"]

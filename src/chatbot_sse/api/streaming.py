@@ -313,7 +313,13 @@ class FlushRound:
         due, self._due = self._due, []
         self._scheduled = False
         for source in due:
-            source.flush()
+            try:
+                source.flush()
+            except Exception:
+                # A reader's failure is its own: the others of the round are flushed all the
+                # same. Left unflushed and no longer listening, it is woken by its keepalive
+                # and takes its frames through its task, as an unpushed reader does.
+                log.exception("flush_failed")
 
 
 _flush_rounds: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, FlushRound] = (
