@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from collections.abc import AsyncGenerator, Sequence
 from pathlib import Path
+from typing import Any
 
+from chatbot_sse import sse
 from chatbot_sse.api.chat import encoded_turn
 from chatbot_sse.api.streaming import LiveSource
 from chatbot_sse.domain import Message, MessageStatus, Role, new_conversation_id, new_message_id
+from chatbot_sse.engines.base import Engine, StreamResult
 from chatbot_sse.engines.simulated import SimulatedEngine
 from chatbot_sse.observability.metrics import Metrics
 from chatbot_sse.replies import EAGER_START, ReplyHub, ReplyOutput
@@ -150,3 +154,64 @@ async def test_the_first_chunk_is_there_when_start_returns_to_go_out_with_the_he
     assert b'"code":"cancelled"' in live.frames[-1]
     await hub.close()
     await store.close()
+
+
+class _ChunkEngine:
+    """A stand-in engine streaming fixed chunks, an empty one among them, one at a time."""
+
+    name = "chunks"
+
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
+    async def health(self) -> dict[str, Any]:
+        return {"name": self.name, "status": "ok"}
+
+    async def stream(self, context: Sequence[Message]) -> AsyncGenerator[str, None]:
+        for chunk in ("Hel", "", "lo", " there", "!"):
+            await asyncio.sleep(0)
+            yield chunk
+
+
+class _BatchEngine(_ChunkEngine):
+    """The same chunks, handed over as the batches an engine had ready together."""
+
+    async def stream_batches(
+        self, context: Sequence[Message], result: StreamResult | None = None
+    ) -> AsyncGenerator[list[str], None]:
+        yield ["Hel", "", "lo"]
+        await asyncio.sleep(0)
+        yield [""]
+        yield [" there", "!"]
+
+
+async def _reply_frames(engine: Engine) -> tuple[list[bytes], str]:
+    store = create_store("memory://")
+    await store.open()
+    hub = ReplyHub(store, grace_seconds=1.0)
+    service = TurnService(store, engine, Metrics(), 10)
+    turn = await service.begin("Hello there", None, owner=None)
+    encoded = encoded_turn(service, turn, 3000)
+    live = hub.start(turn.conversation_id, turn.reply_id, encoded.generate, encoded.connected)
+    assert live.task is not None
+    await asyncio.wait_for(asyncio.shield(live.task), 5)
+    await hub.close()
+    await store.close()
+    return live.frames, turn.reply_id
+
+
+async def test_chunks_ready_together_are_still_one_event_each_in_order() -> None:
+    """An engine's batch (`stream_batches`) is published in one call, as one `message` event
+    per non-empty chunk with consecutive ids: the same events as chunk by chunk."""
+    for engine in (_ChunkEngine(), _BatchEngine()):
+        frames, rid = await _reply_frames(engine)
+        events = [frame.split(b"\n", 2) for frame in frames[1:]]
+        assert [name for name, _, _ in events] == [b"event: message"] * 4 + [b"event: completed"]
+        assert [ident for _, ident, _ in events] == [
+            b"id: %s:%d" % (rid.encode(), n) for n in range(1, 6)
+        ]
+        assert sse.said(frames) == "Hello there!"
+        assert b'"content":"Hello there!"' in frames[-1]

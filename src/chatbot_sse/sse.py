@@ -8,7 +8,7 @@ guarantees that every `data:` field is a single line.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import orjson
@@ -70,6 +70,16 @@ class MessageFrames:
                 self._tail,
             )
         )
+
+    def frames(self, first: int, contents: Sequence[str]) -> list[bytes]:
+        """`frame` for each of `contents`, numbered from `first`, in one call."""
+        head, tail, dumps = self._head, self._tail, orjson.dumps
+        return [
+            b"".join(
+                (head, b"%d" % seq, b'\ndata: {"type":"message","content":', dumps(text), tail)
+            )
+            for seq, text in enumerate(contents, first)
+        ]
 
 
 def encode_unnumbered(event: str, data: dict[str, Any]) -> bytes:

@@ -26,7 +26,7 @@ from chatbot_sse.domain import (
     new_conversation_id,
     new_message_id,
 )
-from chatbot_sse.engines.base import Engine, Reservation, StreamResult, open_stream, reserve
+from chatbot_sse.engines.base import Engine, Reservation, StreamResult, open_batches, reserve
 from chatbot_sse.errors import ChatError
 from chatbot_sse.observability.logging import get_logger
 from chatbot_sse.observability.metrics import Metrics
@@ -46,10 +46,11 @@ class TurnEvent:
 
 EventSink = Callable[[TurnEvent], Awaitable[None]]
 
-ChunkSink = Callable[[int, str], None]
-"""Delivers a `message` event as its seq and content, without awaiting: for transports
-that queue frames anyway (`ReplyHub`), the reply's hot path skips building a
-`TurnEvent`, its dict and a coroutine per chunk."""
+ChunkSink = Callable[[int, Sequence[str]], None]
+"""Delivers `message` events as the seq of the first and the contents of each, in order,
+without awaiting: for transports that queue frames anyway (`ReplyHub`), the reply's hot
+path skips building a `TurnEvent`, its dict and a coroutine per chunk, and takes the
+chunks an engine had ready together (`open_batches`) in one call."""
 
 ReplyFinisher = Callable[[TurnEvent, Message], Awaitable[None]]
 """Stores a turn's reply (complete or partial) and delivers its terminal event, in that
@@ -257,18 +258,22 @@ class TurnService:
                     context = await self.store.history(turn.conversation_id, limit=self.max_history)
                 seq = 0
                 result = StreamResult()
-                chunks_of = open_stream(self.engine, context, result, turn.reservation)
-                async with contextlib.aclosing(chunks_of) as chunks:
-                    async for text in chunks:
-                        if not text:
+                batches_of = open_batches(self.engine, context, result, turn.reservation)
+                async with contextlib.aclosing(batches_of) as batches:
+                    async for batch in batches:
+                        texts = [text for text in batch if text] if "" in batch else batch
+                        if not texts:
                             continue
                         if first_chunk_at is None:
                             first_chunk_at = time.perf_counter()
-                        parts.append(text)
-                        seq += 1
                         if chunk is not None:
-                            chunk(seq, text)
-                        else:
+                            parts.extend(texts)
+                            chunk(seq + 1, texts)
+                            seq += len(texts)
+                            continue
+                        for text in texts:
+                            parts.append(text)
+                            seq += 1
                             data = {"type": "message", "content": text, **base}
                             await emit(TurnEvent("message", f"{rid}:{seq}", data))
                 reply = "".join(parts)

@@ -35,6 +35,7 @@ from chatbot_sse.engines.simulated import (
     ERROR_AFTER_CHUNKS,
     ERROR_TRIGGER,
     SLOW_TRIGGER,
+    YIELD_EVERY,
     SimulatedEngine,
     split_chunks,
 )
@@ -561,6 +562,33 @@ async def test_error_trigger_fails_after_a_few_chunks() -> None:
     assert len(chunks) == ERROR_AFTER_CHUNKS
     assert caught.value.code == "engine_error"
     assert caught.value.retryable
+
+
+async def test_error_trigger_in_batches_fails_after_the_same_chunks() -> None:
+    batches: list[list[str]] = []
+
+    async def drain() -> None:
+        async for batch in FAST.stream_batches([message(0, Role.USER, "/simulate error")]):
+            batches.append(batch)
+
+    with pytest.raises(EngineError, match="simulated engine failure"):
+        await drain()
+    assert [len(batch) for batch in batches] == [ERROR_AFTER_CHUNKS]
+
+
+async def test_chunks_ready_together_come_in_batches_paced_ones_alone() -> None:
+    """With no delay the reply comes in batches of up to `YIELD_EVERY` chunks (a `sleep(0)`
+    between them); paced, a batch per chunk. Either way the chunks are `stream`'s, in order."""
+    context = [message(0, Role.USER, "tell me a long story")]
+    chunks = [chunk async for chunk in FAST.stream(context)]
+    assert len(chunks) > YIELD_EVERY  # the story is long enough to need two batches
+    batches = [batch async for batch in FAST.stream_batches(context)]
+    assert [chunk for batch in batches for chunk in batch] == chunks
+    assert all(len(batch) == YIELD_EVERY for batch in batches[:-1])
+    assert 0 < len(batches[-1]) <= YIELD_EVERY
+    paced = SimulatedEngine(response_delay=0, token_delay=0.001)
+    paced_batches = [batch async for batch in paced.stream_batches(context)]
+    assert paced_batches == [[chunk] for chunk in chunks]
 
 
 async def test_the_trigger_must_be_the_whole_message() -> None:

@@ -130,6 +130,18 @@ def test_message_template_is_byte_identical_to_the_encoder(
     assert sse.MessageFrames(reply_id, fields).frame(seq, content) == expected
 
 
+@given(
+    first=st.integers(min_value=1, max_value=10**6),
+    contents=st.lists(st.text() | text_with_controls, max_size=40),
+)
+@settings(max_examples=100)
+def test_frames_of_a_batch_are_the_frames_of_each_chunk(first: int, contents: list[str]) -> None:
+    """A batch of chunks (`MessageFrames.frames`) is framed exactly as chunk by chunk."""
+    messages = sse.MessageFrames("r" * 28, {"conversation_id": "c" * 32})
+    expected = [messages.frame(seq, text) for seq, text in enumerate(contents, first)]
+    assert messages.frames(first, contents) == expected
+
+
 def test_said_joins_the_message_events_of_encoded_frames() -> None:
     fields = {"conversation_id": "c", "message_id": "r"}
     messages = sse.MessageFrames("r", fields)

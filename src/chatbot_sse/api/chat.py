@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,12 +89,14 @@ def encoded_turn(
             if observe is not None:
                 observe(event)
 
-        def chunk(seq: int, text: str) -> None:
-            output.publish(messages.frame(seq, text))
+        def chunks(first: int, texts: Sequence[str]) -> None:
+            output.publish_many(messages.frames(first, texts))
             if observe is not None:
-                observe(TurnEvent("message", f"{rid}:{seq}", {"type": "message", "content": text}))
+                for seq, text in enumerate(texts, first):
+                    data = {"type": "message", "content": text}
+                    observe(TurnEvent("message", f"{rid}:{seq}", data))
 
-        await service.run(turn, emit, finish, chunk, announced=True)
+        await service.run(turn, emit, finish, chunks, announced=True)
 
     return EncodedTurn(connected, generate)
 

@@ -24,6 +24,7 @@ Triggers for fault testing of the server (the whole message, trimmed):
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 from collections.abc import AsyncGenerator, Sequence
 from typing import TYPE_CHECKING, Any
@@ -41,6 +42,7 @@ __all__ = [
     "ERROR_TRIGGER",
     "SLOW_FACTOR",
     "SLOW_TRIGGER",
+    "YIELD_EVERY",
     "SimulatedEngine",
     "from_settings",
     "split_chunks",
@@ -91,21 +93,42 @@ class SimulatedEngine:
 
         `result` gets "stop" and word counts for tokens, as a model server reports usage.
         """
+        async with contextlib.aclosing(self.stream_batches(context, result)) as batches:
+            async for batch in batches:
+                for chunk in batch:
+                    yield chunk
+
+    async def stream_batches(
+        self, context: Sequence[Message], result: StreamResult | None = None
+    ) -> AsyncGenerator[list[str], None]:
+        """`stream`, with the chunks that are ready together in one list (see `BatchingEngine`).
+
+        Paced, every chunk is a batch of its own; with no delay, up to `YIELD_EVERY` go at
+        once: the turn frames and publishes them in one call instead of a step each.
+        """
         command = _last_user_text(context).strip()
         delay = self.token_delay * (SLOW_FACTOR if command == SLOW_TRIGGER else 1)
         fail_at = ERROR_AFTER_CHUNKS if command == ERROR_TRIGGER else -1
         chunks = split_chunks(compose_reply(context))
         if self.response_delay > 0:
             await asyncio.sleep(self.response_delay)
-        for index, chunk in enumerate(chunks):
-            if index:
-                if delay > 0:
+        if delay > 0:
+            for index, chunk in enumerate(chunks):
+                if index:
                     await asyncio.sleep(delay)
-                elif index % YIELD_EVERY == 0:
+                if index == fail_at:
+                    raise EngineError("simulated engine failure")
+                yield [chunk]
+        else:
+            for start in range(0, len(chunks), YIELD_EVERY):
+                if start:
                     await asyncio.sleep(0)
-            if index == fail_at:
-                raise EngineError("simulated engine failure")
-            yield chunk
+                end = start + YIELD_EVERY
+                if start <= fail_at < end:
+                    if fail_at > start:
+                        yield chunks[start:fail_at]
+                    raise EngineError("simulated engine failure")
+                yield chunks[start:end]
         if result is not None:
             result.finish_reason = "stop"
             result.prompt_tokens = sum(len(message.content.split()) for message in context)
