@@ -258,7 +258,7 @@ class ReplyOutput:
         (`Store.finish_turn`); raises, publishing nothing, if they could not be."""
         live = self.live
         end = len(live.frames)
-        events = [(seq, live.frames[seq]) for seq in range(live.flushed, end)]
+        events = list(enumerate(live.frames[live.flushed :], live.flushed))  # no loop in Python
         events.append((end, frame))
         await self.store.finish_turn(reply, events)
         live.flushed = end + 1
