@@ -47,39 +47,35 @@ class MessageFrames:
 
     A reply is mostly `message` events that differ only in their seq and
     content, so the constant parts (the event line, the reply id, the fields
-    after `content`) are encoded once and each frame is four byte strings
-    joined around `orjson.dumps(content)`. The result is byte for byte what
+    after `content`) are encoded once, as a `bytes %` template with `%%` for any
+    `%` of theirs, and each frame is that template filled with the seq and
+    `orjson.dumps(content)`: one C call instead of a tuple joined (half the time
+    of `b"".join` for a reply's 20 frames). The result is byte for byte what
     `encode_event("message", f"{reply_id}:{seq}", {"type": "message",
     "content": content, **fields})` gives (tests/robustness/test_sse_roundtrip.py).
     """
 
-    __slots__ = ("_head", "_tail")
+    __slots__ = ("_template",)
 
     def __init__(self, reply_id: str, fields: dict[str, Any]) -> None:
-        self._head = b"event: message\nid: " + reply_id.encode() + b":"
+        head = b"event: message\nid: " + reply_id.encode() + b":"
         tail = orjson.dumps(fields)  # b'{...}' or b'{}'
-        self._tail = (b"," + tail[1:] if len(tail) > 2 else b"}") + b"\n\n"
-
-    def frame(self, seq: int, content: str) -> bytes:
-        return b"".join(
+        tail = (b"," + tail[1:] if len(tail) > 2 else b"}") + b"\n\n"
+        self._template = b"".join(
             (
-                self._head,
-                b"%d" % seq,
-                b'\ndata: {"type":"message","content":',
-                orjson.dumps(content),
-                self._tail,
+                head.replace(b"%", b"%%"),
+                b'%d\ndata: {"type":"message","content":%b',
+                tail.replace(b"%", b"%%"),
             )
         )
 
+    def frame(self, seq: int, content: str) -> bytes:
+        return self._template % (seq, orjson.dumps(content))
+
     def frames(self, first: int, contents: Sequence[str]) -> list[bytes]:
         """`frame` for each of `contents`, numbered from `first`, in one call."""
-        head, tail, dumps = self._head, self._tail, orjson.dumps
-        return [
-            b"".join(
-                (head, b"%d" % seq, b'\ndata: {"type":"message","content":', dumps(text), tail)
-            )
-            for seq, text in enumerate(contents, first)
-        ]
+        template, dumps = self._template, orjson.dumps
+        return [template % (seq, dumps(text)) for seq, text in enumerate(contents, first)]
 
 
 def encode_unnumbered(event: str, data: dict[str, Any]) -> bytes:

@@ -142,6 +142,15 @@ def test_frames_of_a_batch_are_the_frames_of_each_chunk(first: int, contents: li
     assert messages.frames(first, contents) == expected
 
 
+def test_percent_signs_in_the_fields_and_content_are_kept_as_they_are() -> None:
+    """The template is a `bytes %` format: a `%` of the reply's own fields must stay one."""
+    fields = {"conversation_id": "c" * 32, "note%d": "100%s %% %b"}
+    data = {"type": "message", "content": "50% %d", **fields}
+    expected = sse.encode_event("message", "r:7", data)
+    assert sse.MessageFrames("r", fields).frame(7, "50% %d") == expected
+    assert sse.MessageFrames("r", fields).frames(7, ["50% %d"]) == [expected]
+
+
 def test_said_joins_the_message_events_of_encoded_frames() -> None:
     fields = {"conversation_id": "c", "message_id": "r"}
     messages = sse.MessageFrames("r", fields)
