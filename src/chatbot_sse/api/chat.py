@@ -90,7 +90,10 @@ def encoded_turn(
                 observe(event)
 
         def chunks(first: int, texts: Sequence[str]) -> None:
-            output.publish_many(messages.frames(first, texts))
+            if len(texts) == 1:  # a paced engine's every chunk: no list, no loop
+                output.publish(messages.frame(first, texts[0]))
+            else:
+                output.publish_many(messages.frames(first, texts))
             if observe is not None:
                 for seq, text in enumerate(texts, first):
                     data = {"type": "message", "content": text}
