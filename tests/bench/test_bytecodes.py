@@ -35,8 +35,11 @@ def test_a_reply_is_counted_function_by_function() -> None:
         for line in done.stdout.splitlines()[2:]
     }
     publish = [calls for name, (_, calls) in rows.items() if name.endswith(" LiveReply.publish")]
-    # Every reply of the bench is `connected`, 20 `message` and `completed`: 22 frames.
-    assert publish == [22.0]
+    many = [calls for name, (_, calls) in rows.items() if name.endswith(" LiveReply.publish_many")]
+    # Every reply of the bench is `connected`, 20 `message` and `completed`: the two alone,
+    # the 20 chunks, ready together at delays 0, in one batch.
+    assert publish == [2.0]
+    assert many == [1.0]
     names = " ".join(rows)
     assert "chatbot_sse/turns.py" in names
     assert "TurnService.run" in names
