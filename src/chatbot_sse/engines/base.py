@@ -103,9 +103,12 @@ def open_batches(
 ) -> AsyncGenerator[Sequence[str], None]:
     """The reply as batches of chunks: `stream_batches` where the engine has it, else
     `open_stream`'s chunks one to a batch."""
-    batches = None if reservation is not None else getattr(engine, "stream_batches", None)
-    if batches is not None:  # not `isinstance` on the protocol: that is a few us per reply
-        return cast("BatchingEngine", engine).stream_batches(context, result)
+    # `getattr`, not `isinstance` on the protocol: that costs a few us per reply.
+    stream_batches: Callable[..., AsyncGenerator[Sequence[str], None]] | None = (
+        None if reservation is not None else getattr(engine, "stream_batches", None)
+    )
+    if stream_batches is not None:
+        return stream_batches(context, result)
     return _one_by_one(open_stream(engine, context, result, reservation))
 
 
