@@ -48,7 +48,7 @@ from chatbot_sse.domain import Message, MessageStatus, Role
 from chatbot_sse.draining import Handoff
 from chatbot_sse.errors import StoreUnavailable
 from chatbot_sse.observability.logging import get_logger
-from chatbot_sse.stores.base import LogAppend, Store, reply_state
+from chatbot_sse.stores.base import EventRun, LogAppend, Store, reply_state
 from chatbot_sse.turns import cancel_error
 
 log = get_logger(__name__)
@@ -258,9 +258,9 @@ class ReplyOutput:
         (`Store.finish_turn`); raises, publishing nothing, if they could not be."""
         live = self.live
         end = len(live.frames)
-        events = list(enumerate(live.frames[live.flushed :], live.flushed))  # no loop in Python
-        events.append((end, frame))
-        await self.store.finish_turn(reply, events)
+        frames = live.frames[live.flushed :]
+        frames.append(frame)
+        await self.store.finish_turn(reply, EventRun(live.flushed, frames))
         live.flushed = end + 1
         live.logged_end = True
         live.publish(frame)
@@ -357,7 +357,7 @@ class ReplyHub:
 
     async def _flush_rest(self, live: LiveReply) -> None:
         end = len(live.frames)
-        events = [(seq, live.frames[seq]) for seq in range(live.flushed, end)]
+        events = EventRun(live.flushed, live.frames[live.flushed : end])
         try:
             await self.log_store.append_events(
                 live.conversation_id, live.reply_id, events, finished=True
@@ -410,7 +410,7 @@ class ReplyHub:
             LogAppend(
                 live.conversation_id,
                 live.reply_id,
-                [(seq, live.frames[seq]) for seq in range(live.flushed, end)],
+                EventRun(live.flushed, live.frames[live.flushed : end]),
             )
             for live, end in flushing
         ]

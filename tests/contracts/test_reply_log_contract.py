@@ -18,7 +18,7 @@ import pytest
 
 from chatbot_sse.domain import new_conversation_id, new_message_id
 from chatbot_sse.errors import StoreUnavailable
-from chatbot_sse.stores.base import ReplyControl, ReplyEvents, ReplyLog, Store
+from chatbot_sse.stores.base import EventRun, ReplyControl, ReplyEvents, ReplyLog, Store
 
 StoreFactory = Callable[..., Store]
 
@@ -476,3 +476,35 @@ async def test_log_calls_need_an_open_store(make_store: StoreFactory) -> None:
     for call in calls():
         with pytest.raises(StoreUnavailable, match="closed"):
             await call
+
+
+async def test_an_event_run_is_kept_as_any_events(store: Store) -> None:
+    """The hub hands a reply's own frames over as an `EventRun`; every store keeps them as
+    it keeps any `(seq, frame)` pairs, and they read back from any resume point."""
+    conversation_id, reply_id = ids()
+    sent = frames(reply_id, range(9))
+    await store.append_events(conversation_id, reply_id, EventRun(0, [f for _, f in sent[:4]]))
+    await store.append_events(
+        conversation_id, reply_id, EventRun(4, [f for _, f in sent[4:]]), finished=True
+    )
+    for after in range(-1, 9):
+        got = await store.read_events(conversation_id, reply_id, after_seq=after)
+        assert got == ReplyEvents([e for e in sent if e[0] > after], finished=True, exists=True)
+
+
+def test_an_event_run_is_a_sequence_of_seq_and_frame() -> None:
+    run = EventRun(7, [b"a\n\n", b"b\n\n", b"c\n\n"])
+    pairs = [(7, b"a\n\n"), (8, b"b\n\n"), (9, b"c\n\n")]
+    assert list(run) == pairs
+    assert len(run) == 3
+    assert run[0] == (7, b"a\n\n")
+    assert run[-1] == (9, b"c\n\n")
+    assert run[1:] == pairs[1:]
+    assert run == pairs
+    assert run == EventRun(7, [b"a\n\n", b"b\n\n", b"c\n\n"])
+    assert run != EventRun(6, [b"a\n\n", b"b\n\n", b"c\n\n"])
+    with pytest.raises(IndexError):
+        run[3]
+    with pytest.raises(IndexError):
+        run[-4]
+    assert list(EventRun(0, [])) == []

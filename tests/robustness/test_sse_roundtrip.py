@@ -108,6 +108,27 @@ def test_line_breaks_and_control_characters_stay_in_one_data_line(
     assert json.loads(event.data) == data
 
 
+@settings(max_examples=300, deadline=None)
+@given(
+    name=names,
+    event_id=ids,
+    data=payloads,
+    contents=st.lists(st.text() | text_with_controls, max_size=10),
+    retry=st.none() | st.integers(min_value=0, max_value=10**9),
+)
+def test_every_encoded_frame_is_one_event(
+    name: str, event_id: str, data: dict[str, Any], contents: list[str], retry: int | None
+) -> None:
+    """The promise of `EventRun` (the hub's frames in the reply log): each frame ends with
+    the blank line and holds no other, whatever the content; the SQLite store joins such
+    frames in one row and splits them again at each blank line."""
+    prefix = b"" if retry is None else sse.retry_field(retry)
+    messages = sse.MessageFrames("r" * 28, {"conversation_id": "c" * 32})
+    made = [sse.encode_event(name, event_id, data, prefix), *messages.frames(1, contents)]
+    for raw in made:
+        assert raw.find(b"\n\n") == len(raw) - 2, raw
+
+
 def test_a_ping_dispatches_nothing() -> None:
     assert read(sse.PING * 3, [1, 5, 9]).events == []
 

@@ -23,7 +23,7 @@ from chatbot_sse.errors import StoreUnavailable
 from chatbot_sse.stores import _sqlite_replies as replies_log
 from chatbot_sse.stores._retention import ABANDONED_AFTER, PRUNE_EVERY
 from chatbot_sse.stores._sqlite_sql import prepare
-from chatbot_sse.stores.base import LogAppend, ReplyEvents
+from chatbot_sse.stores.base import EventRun, LogAppend, ReplyEvents
 from chatbot_sse.stores.sqlite import SCHEMA_VERSION, SQLiteStore
 
 T0 = 1_700_000_000.0
@@ -174,6 +174,32 @@ async def test_a_whole_reply_is_stored_compressed_and_reads_back_exactly(
         assert got == ReplyEvents([e for e in frames if e[0] > after], finished=True, exists=True)
     got = await store.read_events(conversation_id, paced_id, after_seq=0)
     assert got.events == paced[1:]
+
+
+async def test_an_event_run_is_one_row_as_it_is(
+    store: SQLiteStore, db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The reply hub's own frames (`EventRun`: one event each, by `sse`'s making) go in one
+    row without a search of each frame for a blank line inside; they read back exactly."""
+    conversation_id, reply_id = new_conversation_id(), new_message_id()
+    frames = reply_frames(conversation_id, reply_id, 22)
+    plain_id = new_message_id()
+    plain = reply_frames(conversation_id, plain_id, 22)
+    await store.append_events(conversation_id, plain_id, plain, finished=True)
+
+    def searched(frame: bytes) -> bool:
+        raise AssertionError("a frame of an EventRun was searched")
+
+    run = EventRun(0, [frame for _, frame in frames])
+    await store.append_events(conversation_id, reply_id, run[:5])  # a plain list: searched
+    monkeypatch.setattr(replies_log, "_one_event", searched)
+    await store.append_events(conversation_id, reply_id, EventRun(5, run.frames[5:]), True)
+
+    rows = stored_rows(db_path)
+    assert [row[2:] for row in rows] == [(22, replies_log.LZ4), (5, 1), (17, 1)]
+    for after in range(-1, 22):
+        got = await store.read_events(conversation_id, reply_id, after_seq=after)
+        assert got == ReplyEvents([e for e in frames if e[0] > after], finished=True, exists=True)
 
 
 def test_rows_are_packed_only_when_big_enough_and_it_helps() -> None:

@@ -31,7 +31,7 @@ from typing import Any
 import lz4.block
 
 from chatbot_sse.stores._retention import ABANDONED_AFTER
-from chatbot_sse.stores.base import LogAppend, ReplyControl, ReplyEvents
+from chatbot_sse.stores.base import EventRun, LogAppend, ReplyControl, ReplyEvents
 
 __all__ = [
     "append",
@@ -276,7 +276,15 @@ def append_many(
 
 def _rows(events: Sequence[tuple[int, bytes]]) -> list[tuple[int, bytes, int]]:
     """`(first seq, frames, span)` rows for `events`, in order: consecutive frames of one event
-    each are joined in one row; any other frame is a row of its own."""
+    each are joined in one row; any other frame is a row of its own.
+
+    An `EventRun` is one row as it is: its frames are one event each by its promise, and a
+    search for the blank line in each of a fast reply's 22 frames was 7 of the 9 us that
+    this function and `pack` took for them (`_one_event` scans a frame in C, but a
+    two-byte needle takes CPython's slow path)."""
+    if type(events) is EventRun:
+        frames = events.frames
+        return [(events.first, b"".join(frames), len(frames))] if frames else []
     rows: list[tuple[int, bytes, int]] = []
     run: list[bytes] = []  # the frames of the row being built, all joinable
     first = 0

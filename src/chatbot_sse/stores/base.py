@@ -8,9 +8,9 @@ backend itself surface as `StoreUnavailable`, never as a driver exception.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Protocol, overload, runtime_checkable
 
 from chatbot_sse.domain import Conversation, Message
 
@@ -40,6 +40,55 @@ class ReplyControl:
     # time.time() of the generating process's last sign of life (`append_events` or
     # `mark_writer`), None if never: a follower tells a dead generator from a silent one by it.
     writer_seen_at: float | None = None
+
+
+class EventRun(Sequence[tuple[int, bytes]]):
+    """Events `first`, `first + 1`, ... of one reply, each frame exactly one SSE event as
+    `chatbot_sse.sse` encodes them: ending in its blank line, with none inside (event
+    names and ids are the server's own, `data` is JSON, which escapes every newline).
+
+    How the reply hub hands its frames to the log. A store may rely on both promises:
+    the SQLite store keeps a run in one row as it is, where events of unknown making must
+    first be searched frame by frame for a blank line inside (`_sqlite_replies._rows`: a
+    fifth of the event loop's work in the SQLite store's finish of a fast reply). Anything
+    else that is a sequence of `(seq, frame)` pairs is an ordinary one to every store.
+    """
+
+    __slots__ = ("first", "frames")
+
+    def __init__(self, first: int, frames: list[bytes]) -> None:
+        self.first = first
+        self.frames = frames
+
+    def __len__(self) -> int:
+        return len(self.frames)
+
+    def __iter__(self) -> Iterator[tuple[int, bytes]]:
+        return enumerate(self.frames, self.first)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[int, bytes]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[tuple[int, bytes]]: ...
+
+    def __getitem__(self, index: int | slice) -> tuple[int, bytes] | list[tuple[int, bytes]]:
+        if isinstance(index, slice):
+            return list(self)[index]
+        position = range(len(self.frames))[index]  # IndexError as a list's
+        return self.first + position, self.frames[position]
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, EventRun):
+            return self.first == other.first and self.frames == other.frames
+        if isinstance(other, Sequence) and not isinstance(other, str | bytes):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the list it holds
+
+    def __repr__(self) -> str:
+        return f"EventRun({self.first}, {self.frames!r})"
 
 
 @dataclass(slots=True, frozen=True)
