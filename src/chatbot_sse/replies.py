@@ -127,6 +127,10 @@ class LiveReply:
         if self._waiters or self._listeners:
             self._wake()
 
+    def unlogged(self, end: int) -> EventRun:
+        """The frames from `flushed` up to `end`: what the next write to the log takes."""
+        return EventRun(self.flushed, self.frames[self.flushed : end])
+
     def finish(self) -> None:
         self.finished = True
         self._wake()
@@ -258,9 +262,9 @@ class ReplyOutput:
         (`Store.finish_turn`); raises, publishing nothing, if they could not be."""
         live = self.live
         end = len(live.frames)
-        frames = live.frames[live.flushed :]
-        frames.append(frame)
-        await self.store.finish_turn(reply, EventRun(live.flushed, frames))
+        events = live.unlogged(end)
+        events.frames.append(frame)
+        await self.store.finish_turn(reply, events)
         live.flushed = end + 1
         live.logged_end = True
         live.publish(frame)
@@ -357,7 +361,7 @@ class ReplyHub:
 
     async def _flush_rest(self, live: LiveReply) -> None:
         end = len(live.frames)
-        events = EventRun(live.flushed, live.frames[live.flushed : end])
+        events = live.unlogged(end)
         try:
             await self.log_store.append_events(
                 live.conversation_id, live.reply_id, events, finished=True
@@ -410,7 +414,7 @@ class ReplyHub:
             LogAppend(
                 live.conversation_id,
                 live.reply_id,
-                EventRun(live.flushed, live.frames[live.flushed : end]),
+                live.unlogged(end),
             )
             for live, end in flushing
         ]

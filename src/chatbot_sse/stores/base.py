@@ -49,8 +49,8 @@ class EventRun(Sequence[tuple[int, bytes]]):
 
     How the reply hub hands its frames to the log. A store may rely on both promises:
     the SQLite store keeps a run in one row as it is, where events of unknown making must
-    first be searched frame by frame for a blank line inside (`_sqlite_replies._rows`: a
-    fifth of the event loop's work in the SQLite store's finish of a fast reply). Anything
+    first be searched frame by frame for a blank line inside (`_sqlite_replies._rows`: for
+    a fast reply's 22 frames, 7 of the 9 us that building its row took). Anything
     else that is a sequence of `(seq, frame)` pairs is an ordinary one to every store.
     """
 
