@@ -131,6 +131,14 @@ class LiveReply:
         """The frames from `flushed` up to `end`: what the next write to the log takes."""
         return EventRun(self.flushed, self.frames[self.flushed : end])
 
+    def publish_last(self, frame: bytes) -> None:
+        """`publish` the terminal frame and `finish`, with one wake-up: a reader told of
+        both wakes its task for the end at once (`LiveSource.frames_ready`), not a flush
+        round later."""
+        self.frames.append(frame)
+        self.size += len(frame)
+        self.finish()
+
     def finish(self) -> None:
         self.finished = True
         self._wake()
@@ -267,7 +275,7 @@ class ReplyOutput:
         await self.store.finish_turn(reply, events)
         live.flushed = end + 1
         live.logged_end = True
-        live.publish(frame)
+        live.publish_last(frame)
 
 
 Generate = Callable[[ReplyOutput], Awaitable[None]]

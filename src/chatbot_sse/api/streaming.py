@@ -221,6 +221,11 @@ class LiveSource:
     def frames_ready(self) -> None:
         """From the reply, in the step that published a frame or finished it."""
         self._listening = False  # the reply forgot this reader as it told it
+        if self.live.finished:  # the end goes through `send`: the task's to write, now
+            waiter = self._waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(True)
+            return
         loop = self._loop
         if not self._flush_due and loop is not None:
             self._flush_due = True
