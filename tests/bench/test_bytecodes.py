@@ -36,10 +36,12 @@ def test_a_reply_is_counted_function_by_function() -> None:
     }
     publish = [calls for name, (_, calls) in rows.items() if name.endswith(" LiveReply.publish")]
     many = [calls for name, (_, calls) in rows.items() if name.endswith(" LiveReply.publish_many")]
-    # Every reply of the bench is `connected`, 20 `message` and `completed`: the two alone,
-    # the 20 chunks, ready together at delays 0, in one batch.
-    assert publish == [2.0]
+    last = [calls for name, (_, calls) in rows.items() if name.endswith(" LiveReply.publish_last")]
+    # Every reply of the bench is `connected`, 20 `message` and `completed`: the first alone,
+    # the 20 chunks, ready together at delays 0, in one batch, and the last with the end.
+    assert publish == [1.0]
     assert many == [1.0]
+    assert last == [1.0]
     names = " ".join(rows)
     assert "chatbot_sse/turns.py" in names
     assert "TurnService.run" in names
