@@ -2,9 +2,8 @@
 
 Why not httpx: at thousands of events per second a per-chunk `await` makes the
 client, not the server, the bottleneck on a 2-core machine. Here each socket
-read is one `data_received` call that de-chunks the body and notes, the first
-time they appear, when `event: connected` and the first `event: message`
-arrived. Checking a reply's content (JSON per event) happens once, after it
+read is one `data_received` call that de-chunks the body and notes when
+`event: connected`, the first and the last `event: message` arrived. Checking a reply's content (JSON per event) happens once, after it
 ended, and only where asked (`check=True`).
 
 `chatbot-sse loadtest` drives the same closed loop as a third driver (see
@@ -48,6 +47,7 @@ class Reply:
     status: int = 0
     connected: float | None = None
     first_message: float | None = None
+    last_message: float | None = None
     end: float | None = None
     body: bytearray = field(default_factory=bytearray)
     error: str | None = None
@@ -159,12 +159,14 @@ class _Connection(asyncio.Protocol):
             self.buf = bytearray()
             finished = self.remaining == 0
         now = time.monotonic() - reply.start
-        if reply.first_message is None and len(reply.body) > before:
+        if len(reply.body) > before:
             body, start = reply.body, max(0, before - 20)
             if reply.connected is None and body.find(_CONNECTED, start) >= 0:
                 reply.connected = now
             if body.find(_MESSAGE, start) >= 0:
-                reply.first_message = now
+                if reply.first_message is None:
+                    reply.first_message = now
+                reply.last_message = now
         if finished:
             reply.end = now
             if not self.keep_alive and self.transport is not None:

@@ -48,6 +48,7 @@ def latency(values: list[float]) -> dict[str, float | None]:
         "p50": percentile(values, 50),
         "p99": percentile(values, 99),
         "max": max(values) if values else None,
+        "mean": sum(values) / len(values) if values else None,
     }
 
 
@@ -184,6 +185,23 @@ async def loadtest_load(server: Server, duration: float, concurrency: int = 50) 
     }
 
 
+def phases(replies: list[Reply], ideal: float) -> dict[str, dict[str, float | None]]:
+    """Where paced replies' lateness comes from, per reply: `start`, connecting to the first
+    `message`; `drift`, first to last `message` beyond the ideal (the sleeps pushed back by a
+    busy loop); `end`, the last `message` to the body's end (for chatbot-sse, the reply's
+    durable commit). The three add up to the lateness."""
+    timed = [
+        (r.first_message, r.last_message, r.end)
+        for r in replies
+        if r.first_message is not None and r.last_message is not None and r.end is not None
+    ]
+    return {
+        "start": latency([first for first, _, _ in timed]),
+        "drift": latency([last - first - ideal for first, last, _ in timed]),
+        "end": latency([end - last for _, last, end in timed]),
+    }
+
+
 async def paced(
     server: Server, count: int, pace: float, timeout_s: float = 120.0
 ) -> dict[str, Any]:
@@ -220,6 +238,7 @@ async def paced(
         "elapsed_s": elapsed,
         "lateness_s": latency(lateness),
         "connected_s": latency([r.connected for r in ok if r.connected is not None]),
+        "phases_s": phases(ok, ideal),
         "rss_baseline_mb": baseline / 2**20,
         "rss_peak_mb": server.rss_peak / 2**20,
     }

@@ -35,6 +35,7 @@ from bench.profile import profile
 from bench.servers import ROOT, SPECS, STACKS, Spec, start
 
 PACE = 0.05  # 20 events/s
+PHASES = ("start", "drift", "end")  # of a paced reply's lateness (`measure.phases`)
 console = Console(stderr=True)
 
 
@@ -115,6 +116,11 @@ async def load_session(spec: Spec, cfg: argparse.Namespace) -> dict[str, Any]:
     return result
 
 
+def _phases(wave: dict[str, Any]) -> str:
+    phases = wave.get("phases_s", {})
+    return " / ".join(f"{(phases.get(name, {}).get('p50') or 0):.3f}" for name in PHASES) + " s"
+
+
 async def paced_session(spec: Spec, cfg: argparse.Namespace) -> dict[str, Any]:
     """A start with pacing on: one checked reply, then `cfg.rounds` waves of `cfg.paced`
     concurrent replies, one after the other.
@@ -131,7 +137,8 @@ async def paced_session(spec: Spec, cfg: argparse.Namespace) -> dict[str, Any]:
             waves.append(wave)
             console.print(
                 f"  paced {wave['complete']}/{wave['streams']} complete, "
-                f"p99 lateness {wave['lateness_s']['p99'] or 0:.3f} s, "
+                f"p99 lateness {wave['lateness_s']['p99'] or 0:.3f} s "
+                f"(p50 of start / drift / end: {_phases(wave)}), "
                 f"peak {wave['rss_peak_mb']:.0f} MB"
             )
             await asyncio.sleep(cfg.settle)

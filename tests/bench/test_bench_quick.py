@@ -79,6 +79,13 @@ def test_numbers_are_sane(results: dict[str, object]) -> None:
         paced = server["paced"]
         assert paced["lateness_s"]["p99"] > -0.05, name
         assert 10 < paced["rss_peak_mb"] < 4096, name
+        # The three phases of a reply's lateness: each sane, and together the lateness.
+        phases = paced["phases_s"]
+        assert 0 <= phases["start"]["p50"] < 30, name
+        assert phases["drift"]["p50"] > -0.05, name
+        assert 0 <= phases["end"]["p50"] < 30, name
+        parts = sum(phases[phase]["mean"] for phase in ("start", "drift", "end"))
+        assert abs(parts - paced["lateness_s"]["mean"]) < 0.005, name
     assert {t["target"] for t in results["targets"]}  # type: ignore[attr-defined]
     machine = results["machine"]
     assert machine["nproc"] >= 1  # type: ignore[index]
