@@ -3,8 +3,9 @@
 Why not httpx: at thousands of events per second a per-chunk `await` makes the
 client, not the server, the bottleneck on a 2-core machine. Here each socket
 read is one `data_received` call that de-chunks the body and notes when
-`event: connected`, the first and the last `event: message` arrived. Checking a reply's content (JSON per event) happens once, after it
-ended, and only where asked (`check=True`).
+`event: connected`, the first and the last `event: message` arrived. Checking a
+reply's content (JSON per event) happens once, after it ended, and only where
+asked (`check=True`).
 
 `chatbot-sse loadtest` drives the same closed loop as a third driver (see
 `measure.loadtest_load`); this client stays for the probes and the paced run,

@@ -117,8 +117,8 @@ async def load_session(spec: Spec, cfg: argparse.Namespace) -> dict[str, Any]:
 
 
 def _phases(wave: dict[str, Any]) -> str:
-    phases = wave.get("phases_s", {})
-    return " / ".join(f"{(phases.get(name, {}).get('p50') or 0):.3f}" for name in PHASES) + " s"
+    phases = wave["phases_s"]
+    return " / ".join(f"{phases[name]['p50'] or 0:.3f}" for name in PHASES) + " s"
 
 
 async def paced_session(spec: Spec, cfg: argparse.Namespace) -> dict[str, Any]:
