@@ -10,8 +10,11 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from chatbot_sse.domain import Message, Role, new_conversation_id, new_message_id
 from chatbot_sse.errors import ConversationNotFound
+from chatbot_sse.stores import _sqlite_batch
 from chatbot_sse.stores.sqlite import SQLiteStore
 
 
@@ -107,16 +110,20 @@ async def test_reads_do_not_wait_behind_a_blocked_write(store: SQLiteStore) -> N
     assert [m.content for m in await store.history(conversation_id)] == ["later"]
 
 
-async def test_statements_run_on_the_loop_and_only_commit_on_the_store_thread(
-    store: SQLiteStore,
-) -> None:
-    """The thread would have to win the GIL back from the loop after every statement."""
-    ran: list[tuple[str, str]] = []
+def _trace_threads(ran: list[tuple[str, str]]) -> Any:
+    """A write that makes the store's connection note each statement and the thread it ran on."""
 
     def trace(conn: sqlite3.Connection) -> None:
         conn.set_trace_callback(lambda sql: ran.append((sql, threading.current_thread().name)))
 
-    await store._write(trace, durable=True)
+    return trace
+
+
+async def test_statements_and_a_quick_commit_run_on_the_loop(store: SQLiteStore) -> None:
+    """The thread would have to win the GIL back from the loop after every statement, and
+    handing it a commit that takes a fraction of a millisecond cost more than the fsync."""
+    ran: list[tuple[str, str]] = []
+    await store._write(_trace_threads(ran), durable=True)
     ran.clear()  # that write's own COMMIT
     conversation_id = new_conversation_id()
     await store.create_conversation(conversation_id, time.time())
@@ -124,7 +131,49 @@ async def test_statements_run_on_the_loop_and_only_commit_on_the_store_thread(
     where = {sql.split()[0]: thread for sql, thread in ran}
     assert where["BEGIN"] == loop_thread  # nobody held the locks: no wait, no hop
     assert where["INSERT"] == loop_thread
-    assert where["COMMIT"].startswith("sqlite-store")  # the fsync: off the loop
+    assert where["COMMIT"] == loop_thread
+    assert store._writes.clock.average < _sqlite_batch.LOOP_COMMIT_LIMIT
+
+
+async def test_slow_commits_go_to_the_store_thread_and_are_tried_on_the_loop_again(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk whose fsync takes milliseconds would stall every stream at every commit: once
+    commits are slower than the limit on average, they run on the thread for a spell, then one
+    is tried on the loop again. (No real disk here is that slow: the limit is lowered.)"""
+    ran: list[tuple[str, str]] = []
+    await store._write(_trace_threads(ran), durable=True)
+    conversation_id = new_conversation_id()
+    await store.create_conversation(conversation_id, time.time())
+    monkeypatch.setattr(_sqlite_batch, "LOOP_COMMIT_LIMIT", 0.0)  # every commit is too slow
+    monkeypatch.setattr(_sqlite_batch, "THREAD_SPELL_SECONDS", 0.3)
+
+    async def commit_thread(content: str) -> str:
+        ran.clear()
+        await store.append_message(message(conversation_id, content))
+        [thread] = [thread for sql, thread in ran if sql == "COMMIT"]
+        return thread
+
+    loop_thread = threading.current_thread().name
+    assert await commit_thread("timed on the loop: too slow") == loop_thread
+    assert (await commit_thread("during the spell")).startswith("sqlite-store")
+    assert (await commit_thread("still")).startswith("sqlite-store")
+    await asyncio.sleep(0.35)
+    assert await commit_thread("the spell is over: tried again") == loop_thread
+    assert (await commit_thread("too slow again")).startswith("sqlite-store")
+    monkeypatch.setattr(_sqlite_batch, "LOOP_COMMIT_LIMIT", 0.002)  # a quick disk again
+    await asyncio.sleep(0.35)
+    assert await commit_thread("quick") == loop_thread
+    assert await commit_thread("and stays") == loop_thread
+    assert [m.content for m in await store.history(conversation_id)] == [
+        "timed on the loop: too slow",
+        "during the spell",
+        "still",
+        "the spell is over: tried again",
+        "too slow again",
+        "quick",
+        "and stays",
+    ]
 
 
 async def test_a_batch_begun_on_the_store_thread_after_waiting_still_commits(

@@ -14,14 +14,26 @@ only what may block goes to the store's thread:
   a process that does not take the writer lock, such as the sqlite3 shell);
 - the operations run on the loop, synchronously: with the write lock held they
   never wait for a lock, and they only touch SQLite's page cache;
-- `COMMIT` (which writes and fsyncs the WAL) runs on the thread, which then
-  lets the writer lock go.
+- `COMMIT` (which writes and fsyncs the WAL) runs on the loop too while commits
+  are quick (`CommitClock`: their running average under `LOOP_COMMIT_LIMIT`),
+  and on the thread while they are slow (a disk whose fsync takes milliseconds),
+  which then lets the writer lock go.
 Why not all on the thread: Python's `sqlite3` releases the GIL around every
 statement step, and the store's thread had to win it back from a busy event
 loop after each one. Measured under wrk, a batch of 25 operations spent 3.6 ms
 getting through its statements that way, and replies waited for it: the loop
 sat idle 10-15 % of the time. On the loop, the same operations take 0.8 ms,
 and the thread needs the GIL only once or twice per batch.
+Why the commit on the loop: on a disk whose fsync takes ~0.4 ms (this project's
+benchmark machines: p50 0.42 ms, p99 2.5 ms with the WAL's checkpoints, under
+wrk), the hand-over to the thread cost more than the fsync it moved off the
+loop: the thread's wake-up, the GIL taken from the busy loop and given back,
+the news brought back to the loop. Committed on the loop, one uvicorn worker
+under wrk used 238 instead of 265 us of CPU per reply (+8.8 % replies/s, uvloop;
+asyncio's loop unchanged), and a wave of paced replies 3 % less CPU on asyncio
+(docs/bench.md, 2026-12-04 late evening). A slow disk would stall the loop for
+every fsync instead: after commits whose average passed the limit, commits go
+to the thread for `THREAD_SPELL_SECONDS`, then one is tried on the loop again.
 The exception: an operation submitted as `long` (deleting a conversation,
 whose rows may number 100,000) runs, with the rest of its batch, on the
 thread. On the loop such a delete stalled every stream of the process for its
@@ -57,6 +69,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor
 from typing import Any, TypeVar
@@ -66,10 +79,43 @@ from chatbot_sse.stores._sqlite_writer_lock import WriterLock
 T = TypeVar("T")
 
 GATHER_SECONDS = 0.002
+LOOP_COMMIT_LIMIT = 0.002
+"""Seconds a commit may take on average and still run on the event loop."""
+COMMIT_TIME_WEIGHT = 0.1  # of the newest commit in the running average
+THREAD_SPELL_SECONDS = 5.0
+"""How long commits stay on the thread once they were too slow for the loop."""
 
 Operation = tuple[Callable[[sqlite3.Connection], Any], bool, "asyncio.Future[Any]", bool]
 """(fn, durable, the caller's future, long)"""
 Outcome = tuple[bool, Any]  # (succeeded, value or exception)
+
+
+class CommitClock:
+    """Where the next `COMMIT` runs: on the loop while commits are quick, else on the thread.
+
+    The average is of the commits run on the loop (a commit on the thread is timed with
+    the GIL's hand-overs in it, which say nothing of the disk). Once it passes the limit,
+    commits go to the thread for a spell; the first one after it is on the loop again,
+    starting from the limit, so one quick commit brings the loop back and one slow one
+    sends the next spell to the thread: a disk that stays slow stalls the loop for one
+    commit per spell.
+    """
+
+    __slots__ = ("average", "thread_until")
+
+    def __init__(self) -> None:
+        self.average = 0.0  # seconds
+        self.thread_until = 0.0  # loop time
+
+    def on_loop(self, now: float) -> bool:
+        return now >= self.thread_until
+
+    def took(self, seconds: float, now: float) -> None:
+        """A commit on the loop took `seconds`, ending at loop time `now`."""
+        self.average += (seconds - self.average) * COMMIT_TIME_WEIGHT
+        if self.average > LOOP_COMMIT_LIMIT:
+            self.thread_until = now + THREAD_SPELL_SECONDS
+            self.average = LOOP_COMMIT_LIMIT
 
 
 class GroupCommit:
@@ -90,6 +136,7 @@ class GroupCommit:
         self._busy_timeout_ms = int(busy_timeout_ms)
         self._pending: list[Operation] = []
         self._drainer: asyncio.Task[None] | None = None
+        self.clock = CommitClock()
         self.outstanding: set[asyncio.Future[Any]] = set()  # submitted, not yet answered
 
     async def submit(
@@ -167,6 +214,8 @@ class GroupCommit:
                 raise stopped
             finally:  # a frame holding its own traceback would be a cycle
                 stopped = None
+        if not any(op[3] for op in batch) and self.clock.on_loop(loop.time()):
+            return self._commit_here(conn, durable, batch, outcomes, loop)
         answered: asyncio.Future[None] = loop.create_future()
         try:
             executor.submit(self._end_and_answer, loop, conn, durable, batch, outcomes, answered)
@@ -176,6 +225,24 @@ class GroupCommit:
             return [(False, _closed())] * len(batch)
         await answered  # cancelled (the loop is closing): the thread commits all the same
         return None
+
+    def _commit_here(
+        self,
+        conn: sqlite3.Connection,
+        durable: bool,
+        batch: list[Operation],
+        outcomes: list[Outcome],
+        loop: asyncio.AbstractEventLoop,
+    ) -> list[Outcome]:
+        """COMMIT on the loop (it is quick here: `CommitClock`), timed."""
+        started = time.perf_counter()
+        try:
+            self._end(conn, durable, True)
+        except Exception as exc:  # COMMIT failed: nothing of the batch was written
+            return [(False, exc)] * len(batch)
+        finally:
+            self.clock.took(time.perf_counter() - started, loop.time())
+        return outcomes
 
     def _end_and_answer(
         self,
