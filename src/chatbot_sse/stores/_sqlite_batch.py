@@ -29,9 +29,9 @@ benchmark machines: p50 0.42 ms, p99 2.5 ms with the WAL's checkpoints, under
 wrk), the hand-over to the thread cost more than the fsync it moved off the
 loop: the thread's wake-up, the GIL taken from the busy loop and given back,
 the news brought back to the loop. Committed on the loop, one uvicorn worker
-under wrk used 238 instead of 265 us of CPU per reply (+8.8 % replies/s, uvloop;
-asyncio's loop unchanged), and a wave of paced replies 3 % less CPU on asyncio
-(docs/bench.md, 2026-12-04 late evening). A slow disk would stall the loop for
+under wrk used 241 instead of 265 us of CPU per reply (+6.6 % replies/s, uvloop;
+asyncio's loop unchanged), and 1,000 paced replies 0-4 % less CPU and a p99
+lateness 2-6 % lower on both stacks (docs/bench.md, 2026-12-04 late evening). A slow disk would stall the loop for
 every fsync instead: after commits whose average passed the limit, commits go
 to the thread for `THREAD_SPELL_SECONDS`, then one is tried on the loop again.
 The exception: an operation submitted as `long` (deleting a conversation,
