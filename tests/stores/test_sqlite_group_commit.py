@@ -146,7 +146,7 @@ async def test_slow_commits_go_to_the_store_thread_and_are_tried_on_the_loop_aga
     conversation_id = new_conversation_id()
     await store.create_conversation(conversation_id, time.time())
     monkeypatch.setattr(_sqlite_batch, "LOOP_COMMIT_LIMIT", 0.0)  # every commit is too slow
-    monkeypatch.setattr(_sqlite_batch, "THREAD_SPELL_SECONDS", 0.3)
+    monkeypatch.setattr(_sqlite_batch, "THREAD_SPELL_SECONDS", 1.0)
 
     async def commit_thread(content: str) -> str:
         ran.clear()
@@ -158,11 +158,11 @@ async def test_slow_commits_go_to_the_store_thread_and_are_tried_on_the_loop_aga
     assert await commit_thread("timed on the loop: too slow") == loop_thread
     assert (await commit_thread("during the spell")).startswith("sqlite-store")
     assert (await commit_thread("still")).startswith("sqlite-store")
-    await asyncio.sleep(0.35)
+    await asyncio.sleep(1.05)
     assert await commit_thread("the spell is over: tried again") == loop_thread
     assert (await commit_thread("too slow again")).startswith("sqlite-store")
-    monkeypatch.setattr(_sqlite_batch, "LOOP_COMMIT_LIMIT", 0.002)  # a quick disk again
-    await asyncio.sleep(0.35)
+    monkeypatch.setattr(_sqlite_batch, "LOOP_COMMIT_LIMIT", 1.0)  # every commit is quick now
+    await asyncio.sleep(1.05)
     assert await commit_thread("quick") == loop_thread
     assert await commit_thread("and stays") == loop_thread
     assert [m.content for m in await store.history(conversation_id)] == [
