@@ -31,9 +31,10 @@ loop: the thread's wake-up, the GIL taken from the busy loop and given back,
 the news brought back to the loop. Committed on the loop, one uvicorn worker
 under wrk used 241 instead of 265 us of CPU per reply (+6.6 % replies/s, uvloop;
 asyncio's loop unchanged), and 1,000 paced replies 0-4 % less CPU and a p99
-lateness 2-6 % lower on both stacks (docs/bench.md, 2026-12-04 late evening). A slow disk would stall the loop for
-every fsync instead: after commits whose average passed the limit, commits go
-to the thread for `THREAD_SPELL_SECONDS`, then one is tried on the loop again.
+lateness 2-6 % lower on both stacks (docs/bench.md, 2026-12-04 late evening).
+A slow disk would stall the loop for every fsync instead: after commits whose
+average passed the limit, commits go to the thread for `THREAD_SPELL_SECONDS`,
+then one is tried on the loop again.
 The exception: an operation submitted as `long` (deleting a conversation,
 whose rows may number 100,000) runs, with the rest of its batch, on the
 thread. On the loop such a delete stalled every stream of the process for its
@@ -193,6 +194,7 @@ class GroupCommit:
         `_committed` has answered them."""
         loop = asyncio.get_running_loop()
         durable = any(op[1] for op in batch)
+        long = any(op[3] for op in batch)
         try:
             conn = self._connection()
             if not self._try_begin(conn, durable):
@@ -203,7 +205,7 @@ class GroupCommit:
             return [(False, exc)] * len(batch)
         stopped: BaseException | None = None
         try:
-            outcomes = await self._run(executor, conn, batch)
+            outcomes = await self._run(executor, conn, batch, long)
         except BaseException as error:  # nothing of the batch is kept
             stopped = error
         if stopped is not None:  # undone after the handler, not in it (see `_run`)
@@ -214,7 +216,7 @@ class GroupCommit:
                 raise stopped
             finally:  # a frame holding its own traceback would be a cycle
                 stopped = None
-        if not any(op[3] for op in batch) and self.clock.on_loop(loop.time()):
+        if not long and self.clock.on_loop(loop.time()):
             return self._commit_here(conn, durable, batch, outcomes, loop)
         answered: asyncio.Future[None] = loop.create_future()
         try:
@@ -237,11 +239,22 @@ class GroupCommit:
         """COMMIT on the loop (it is quick here: `CommitClock`), timed."""
         started = time.perf_counter()
         try:
+            return self._end_batch(conn, durable, batch, outcomes)
+        finally:
+            self.clock.took(time.perf_counter() - started, loop.time())
+
+    def _end_batch(
+        self,
+        conn: sqlite3.Connection,
+        durable: bool,
+        batch: list[Operation],
+        outcomes: list[Outcome],
+    ) -> list[Outcome]:
+        """COMMIT, wherever it runs: `outcomes`, or the commit's failure for every caller."""
+        try:
             self._end(conn, durable, True)
         except Exception as exc:  # COMMIT failed: nothing of the batch was written
             return [(False, exc)] * len(batch)
-        finally:
-            self.clock.took(time.perf_counter() - started, loop.time())
         return outcomes
 
     def _end_and_answer(
@@ -260,21 +273,18 @@ class GroupCommit:
         `shield` the drainer needs around it) takes three turns of the loop to wake the
         drainer, and a fourth to wake the callers. Under a thousand paced replies a turn
         is 5-30 ms, and every reply waits for two commits (docs/bench.md)."""
-        try:
-            self._end(conn, durable, True)
-        except Exception as exc:  # COMMIT failed: nothing of the batch was written
-            outcomes = [(False, exc)] * len(batch)
+        outcomes = self._end_batch(conn, durable, batch, outcomes)
         with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
             loop.call_soon_threadsafe(_committed, batch, outcomes, answered)
 
     @staticmethod
     async def _run(
-        executor: Executor, conn: sqlite3.Connection, batch: list[Operation]
+        executor: Executor, conn: sqlite3.Connection, batch: list[Operation], long: bool
     ) -> list[Outcome]:
         """In the batch's transaction: each operation's outcome. On the loop, unless one of
         them is long."""
         loop = asyncio.get_running_loop()
-        if any(op[3] for op in batch):
+        if long:
             return await loop.run_in_executor(executor, _run_on_thread, conn, batch)
         outcomes = _run_together(conn, batch)
         if outcomes is not None:
