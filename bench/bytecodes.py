@@ -2,6 +2,7 @@
 
     STORE_URL=memory:// .venv/bin/python -m bench.bytecodes --replies 300 --top 40
     .venv/bin/python -m bench.bytecodes --loop asyncio
+    .venv/bin/python -m bench.bytecodes --loop asyncio --pushed --pace 0.05 --concurrency 1000
 
 `bench.inprocess` (the app driven in process, no sockets) with `sys.monitoring` (Python 3.12+)
 counting every bytecode instruction executed and every call, per code object, over the
@@ -10,7 +11,9 @@ functions, which `bench.instructions` (valgrind) cannot: what the interpreter do
 it costs. A call or a C function (orjson, a regex, a lock) counts as one instruction here
 and far more in valgrind's count; so find the places here, then measure a change there.
 Counts are exact at delays 0 with the memory store (the default here); timing decides how
-much a paced reply's frames coalesce, and with SQLite how its writes batch.
+much a paced reply's frames coalesce, and with SQLite how its writes batch. `--pushed` and
+`--pace` as in `bench.inprocess` (paced, the counting slows the loop ~10x: timers that fire
+by the clock, such as the streams' sweep, run more often per reply than on a real server).
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ def where(code: CodeType) -> str:
     return f"{path}:{code.co_firstlineno} {code.co_qualname}"
 
 
-def measure(replies: int, concurrency: int, loop: str) -> tuple[Counts, int]:
+def measure(replies: int, concurrency: int, loop: str, pushed: bool = False) -> tuple[Counts, int]:
     """Count over `replies` replies, after `bench.inprocess`'s warm-up: the counting starts
     and stops where it takes its CPU time (its two `time.process_time` calls)."""
     from bench import inprocess
@@ -89,7 +92,7 @@ def measure(replies: int, concurrency: int, loop: str) -> tuple[Counts, int]:
             import uvloop
 
             run = uvloop.run
-        run(inprocess._run(replies, concurrency, False, "chatbot_sse"))
+        run(inprocess._run(replies, concurrency, False, "chatbot_sse", pushed))
     finally:
         inprocess.time.process_time = real  # type: ignore[attr-defined]
     return counts, replies
@@ -101,15 +104,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=50)
     parser.add_argument("--loop", choices=["uvloop", "asyncio"], default="uvloop")
     parser.add_argument("--top", type=int, default=40, help="functions listed, most first")
+    parser.add_argument("--pace", type=float, default=0.0, help="seconds between chunks")
+    parser.add_argument(
+        "--pushed", action="store_true", help="body chunks written as our protocols write them"
+    )
     args = parser.parse_args(argv)
     if sys.version_info < (3, 12):
         parser.exit(2, "needs Python 3.12+ (sys.monitoring)\n")
     os.environ.setdefault("STORE_URL", "memory://")
-    for name in ("TOKEN_DELAY", "BENCH_PACE"):  # delays 0: the counts are exact
-        os.environ[name] = "0"
+    for name in ("TOKEN_DELAY", "BENCH_PACE"):  # delays 0 by default: the counts are exact
+        os.environ[name] = str(args.pace)
     for name, value in (("RESPONSE_DELAY", "0"), ("LOG_LEVEL", "WARNING")):
         os.environ.setdefault(name, value)
-    counts, replies = measure(args.replies, args.concurrency, args.loop)
+    counts, replies = measure(args.replies, args.concurrency, args.loop, args.pushed)
     total = sum(counts.bytecodes.values())
     print(f"bytecodes per reply: {total / replies:,.0f}")
     print("per reply: bytecodes, calls, function")

@@ -5,6 +5,7 @@
     .venv/bin/python -m bench.inprocess --gc-off
     .venv/bin/python -m bench.inprocess --app floor --pace 0.05 --concurrency 1000
     .venv/bin/python -m bench.inprocess --loop asyncio   # asyncio's own loop (default uvloop)
+    .venv/bin/python -m bench.inprocess --pushed --pace 0.05 --concurrency 1000
 
 Each reply is `POST /chat` with `message=nice` (22 events) through the app's lifespan, its
 middlewares and `ChatbotApp`, as uvicorn would call it, minus HTTP parsing and sockets.
@@ -17,6 +18,10 @@ microseconds per reply of this process (`time.process_time`), after 300 replies 
 Defaults match `make bench`: RESPONSE_DELAY=0, TOKEN_DELAY=0, LOG_LEVEL=WARNING. `--pace`
 sleeps between chunks (TOKEN_DELAY for chatbot-sse, BENCH_PACE for the floor), and `--app
 floor` drives `bench.peers.bare_asgi` the same way, for a side-by-side without sockets.
+`--pushed` gives each request the `BodyChunks` extension our server's protocols give it, with
+every write taken at once: a reply's chunks then go the way they go on a real server (pushed
+to the reader by the flush round, its task asleep; two `send`s per reply, the head and the
+end), where without it every chunk wakes the response's task and goes through `send`.
 """
 
 from __future__ import annotations
@@ -82,7 +87,23 @@ def _scope() -> dict[str, Any]:
     }  # fmt: skip
 
 
-async def _reply(app: Any) -> int:
+class _Taken:
+    """A `BodyChunks` whose socket takes every write at once (counted, then dropped)."""
+
+    __slots__ = ("writes",)
+
+    def __init__(self) -> None:
+        self.writes = 0
+
+    def write(self, body: bytes) -> bool:
+        self.writes += 1
+        return True
+
+    async def end(self, send: Any, body: bytes) -> None:
+        await send({"type": "http.response.body", "body": body, "more_body": False})
+
+
+async def _reply(app: Any, pushed: bool = False) -> int:
     """One request; the number of `send`s it took."""
     sent_body = False
     done = asyncio.Event()
@@ -102,11 +123,18 @@ async def _reply(app: Any) -> int:
         if message["type"] == "http.response.body" and not message.get("more_body"):
             done.set()
 
-    await app(_scope(), receive, send)
+    scope = _scope()
+    if pushed:
+        from chatbot_sse.body_chunks import BODY_CHUNKS
+
+        scope["extensions"] = {BODY_CHUNKS: _Taken()}
+    await app(scope, receive, send)
     return sends
 
 
-async def _run(replies: int, concurrency: int, gc_off: bool, which: str) -> dict[str, float]:
+async def _run(
+    replies: int, concurrency: int, gc_off: bool, which: str, pushed: bool = False
+) -> dict[str, float]:
     if which == "floor":
         from bench.peers.bare_asgi import app
     else:
@@ -130,7 +158,7 @@ async def _run(replies: int, concurrency: int, gc_off: bool, which: str) -> dict
 
     async def one() -> int:
         async with gate:
-            return await _reply(app)
+            return await _reply(app, pushed)
 
     await asyncio.gather(*(one() for _ in range(300)))
     if gc_off:
@@ -158,6 +186,9 @@ def main() -> None:
     parser.add_argument(
         "--loop", choices=["uvloop", "asyncio"], default="uvloop", help="the event loop to run on"
     )
+    parser.add_argument(
+        "--pushed", action="store_true", help="body chunks written as our protocols write them"
+    )
     args = parser.parse_args()
     parts = set(filter(None, args.without.split(",")))
     if parts - set(PARTS):
@@ -171,8 +202,9 @@ def main() -> None:
         import uvloop
 
         run = uvloop.run
-    result = run(_run(args.replies, args.concurrency, args.gc_off, args.app))
-    label = f"{args.app} on {args.loop}, pace {args.pace}: " + (
+    result = run(_run(args.replies, args.concurrency, args.gc_off, args.app, args.pushed))
+    pushed = ", pushed" if args.pushed else ""
+    label = f"{args.app} on {args.loop}, pace {args.pace}{pushed}: " + (
         ",".join(sorted(parts)) or "everything on"
     )
     print(

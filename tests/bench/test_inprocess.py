@@ -1,0 +1,44 @@
+"""`bench.inprocess`: the app driven in process, its chunks pushed as our protocols push them."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+
+
+PACED = ("--replies", "40", "--concurrency", "20", "--pace", "0.002", "--loop", "asyncio")
+
+
+def _run(*args: str) -> tuple[float, float]:
+    """(CPU us per reply, sends per reply) of a short paced run on the memory store."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.inprocess", *PACED, *args],
+        cwd=ROOT,
+        env={**os.environ, "STORE_URL": "memory://"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = re.search(r"(\d+) us CPU/reply, \d+ replies/s, ([\d.]+) sends/reply", done.stdout)
+    assert found is not None, done.stdout
+    return float(found.group(1)), float(found.group(2))
+
+
+def test_paced_chunks_go_through_send_unless_pushed() -> None:
+    """Paced, each of the 20 chunks wakes the response's task and is a `send` of its own
+    (chunks a late task finds waiting go together, and with the memory store the last goes
+    with the end), or, given the protocol's `BodyChunks` (`--pushed`), a write by the flush
+    round: `send` then carries only the head (with `connected`) and the end (`completed`)."""
+    cpu, sends = _run()
+    assert cpu > 0
+    assert 10 < sends <= 22
+    cpu, sends = _run("--pushed")
+    assert cpu > 0
+    assert sends == 2.0
