@@ -103,8 +103,8 @@ class _Taken:
         await send({"type": "http.response.body", "body": body, "more_body": False})
 
 
-async def _reply(app: Any, pushed: bool = False) -> int:
-    """One request; the number of `send`s it took."""
+async def _reply(app: Any, pushed: bool = False) -> tuple[int, int]:
+    """One request; the number of `send`s it took, and of writes straight to the socket."""
     sent_body = False
     done = asyncio.Event()
     sends = 0
@@ -124,12 +124,13 @@ async def _reply(app: Any, pushed: bool = False) -> int:
             done.set()
 
     scope = _scope()
+    taken = _Taken()
     if pushed:
         from chatbot_sse.body_chunks import BODY_CHUNKS
 
-        scope["extensions"] = {BODY_CHUNKS: _Taken()}
+        scope["extensions"] = {BODY_CHUNKS: taken}
     await app(scope, receive, send)
-    return sends
+    return sends, taken.writes
 
 
 async def _run(
@@ -156,7 +157,7 @@ async def _run(
     await started.wait()
     gate = asyncio.Semaphore(concurrency)
 
-    async def one() -> int:
+    async def one() -> tuple[int, int]:
         async with gate:
             return await _reply(app, pushed)
 
@@ -164,14 +165,15 @@ async def _run(
     if gc_off:
         gc.disable()
     cpu, wall = time.process_time(), time.perf_counter()
-    sends = await asyncio.gather(*(one() for _ in range(replies)))
+    counted = await asyncio.gather(*(one() for _ in range(replies)))
     cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
     await events.put({"type": "lifespan.shutdown"})
     await lifespan
     return {
         "cpu_us_per_reply": 1e6 * cpu / replies,
         "replies_per_s": replies / wall,
-        "sends_per_reply": sum(sends) / replies,
+        "sends_per_reply": sum(sends for sends, _ in counted) / replies,
+        "writes_per_reply": sum(writes for _, writes in counted) / replies,
     }
 
 
@@ -210,6 +212,7 @@ def main() -> None:
     print(
         f"{label}: {result['cpu_us_per_reply']:.0f} us CPU/reply, "
         f"{result['replies_per_s']:.0f} replies/s, {result['sends_per_reply']:.1f} sends/reply"
+        + (f", {result['writes_per_reply']:.1f} writes/reply" if args.pushed else "")
     )
 
 

@@ -9,13 +9,11 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent.parent
+PACED = ("--replies", "40", "--concurrency", "20", "--pace", "0.005", "--loop", "asyncio")
 
 
-PACED = ("--replies", "40", "--concurrency", "20", "--pace", "0.002", "--loop", "asyncio")
-
-
-def _run(*args: str) -> tuple[float, float]:
-    """(CPU us per reply, sends per reply) of a short paced run on the memory store."""
+def _run(*args: str) -> tuple[float, float, float]:
+    """(CPU us, sends, writes to the socket) per reply of a short paced run, memory store."""
     done = subprocess.run(
         [sys.executable, "-m", "bench.inprocess", *PACED, *args],
         cwd=ROOT,
@@ -28,7 +26,8 @@ def _run(*args: str) -> tuple[float, float]:
     assert done.returncode == 0, done.stderr[-2000:]
     found = re.search(r"(\d+) us CPU/reply, \d+ replies/s, ([\d.]+) sends/reply", done.stdout)
     assert found is not None, done.stdout
-    return float(found.group(1)), float(found.group(2))
+    writes = re.search(r"([\d.]+) writes/reply", done.stdout)
+    return float(found.group(1)), float(found.group(2)), float(writes.group(1)) if writes else 0.0
 
 
 def test_paced_chunks_go_through_send_unless_pushed() -> None:
@@ -36,9 +35,11 @@ def test_paced_chunks_go_through_send_unless_pushed() -> None:
     (chunks a late task finds waiting go together, and with the memory store the last goes
     with the end), or, given the protocol's `BodyChunks` (`--pushed`), a write by the flush
     round: `send` then carries only the head (with `connected`) and the end (`completed`)."""
-    cpu, sends = _run()
+    cpu, sends, writes = _run()
     assert cpu > 0
     assert 10 < sends <= 22
-    cpu, sends = _run("--pushed")
+    assert writes == 0.0
+    cpu, sends, writes = _run("--pushed")
     assert cpu > 0
     assert sends == 2.0
+    assert 10 < writes <= 20  # `connected` with the first chunk, then each chunk after it
