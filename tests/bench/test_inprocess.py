@@ -34,7 +34,7 @@ def test_paced_chunks_go_through_send_unless_pushed() -> None:
     """Paced, each of the 20 chunks wakes the response's task and is a `send` of its own
     (chunks a late task finds waiting go together, and with the memory store the last goes
     with the end), or, given the protocol's `BodyChunks` (`--pushed`), a write by the flush
-    round: `send` then carries only the head (with `connected`) and the end (`completed`)."""
+    round: `send` then carries only the head and the end (`completed`)."""
     cpu, sends, writes = _run()
     assert cpu > 0
     assert 10 < sends <= 22
