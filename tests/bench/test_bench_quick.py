@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from benchsupport import run_bench
+
 SERVERS = {
     "bare_asgi",
     "sse_starlette_app",
@@ -34,15 +33,7 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
     pytest.importorskip("sse_starlette")
     pytest.importorskip("psutil")
     out = tmp_path_factory.mktemp("bench") / "quick.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", "--drivers", "python", "--out", str(out)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=110,
-        check=False,
-    )
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    run_bench("run", "--quick", "--drivers", "python", "--out", str(out), timeout=110)
     data: dict[str, object] = json.loads(out.read_text())
     return data
 
@@ -119,12 +110,10 @@ def test_the_asyncio_stack_runs_end_to_end(tmp_path: Path) -> None:
     if shutil.which("wrk") is None:
         pytest.skip("wrk is not installed (make bench-install)")
     out = tmp_path / "asyncio.json"
-    proc = subprocess.run(
-        [sys.executable, "-m", "bench.run", "--quick", "--stack", "asyncio", "--drivers", "wrk",
-         "--servers", "bare_asgi,chatbot_sse", "--paced", "20", "--out", str(out)],
-        cwd=ROOT, capture_output=True, text=True, timeout=110, check=False,
+    run_bench(
+        "run", "--quick", "--stack", "asyncio", "--drivers", "wrk",
+        "--servers", "bare_asgi,chatbot_sse", "--paced", "20", "--out", str(out), timeout=110,
     )  # fmt: skip
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads(out.read_text())
     assert data["config"]["stack"] == "asyncio"
     assert data["health"] == []

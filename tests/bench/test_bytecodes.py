@@ -2,37 +2,26 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from benchsupport import run_bench
 
 pytestmark = pytest.mark.skipif(sys.version_info < (3, 12), reason="sys.monitoring is 3.12+")
 
 
 def test_a_reply_is_counted_function_by_function() -> None:
-    env = {**os.environ, "STORE_URL": "memory://"}
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.bytecodes", "--replies", "40", "--top", "400"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    output = run_bench(
+        "bytecodes", "--replies", "40", "--top", "400", env={"STORE_URL": "memory://"}
     )
-    assert done.returncode == 0, done.stderr[-2000:]
-    total = re.search(r"bytecodes per reply: ([\d,]+)", done.stdout)
-    assert total is not None, done.stdout
+    total = re.search(r"bytecodes per reply: ([\d,]+)", output)
+    assert total is not None, output
     assert int(total.group(1).replace(",", "")) > 1000
     rows = {
         line.split(None, 2)[2]: (float(line.split()[0]), float(line.split()[1]))
-        for line in done.stdout.splitlines()[2:]
+        for line in output.splitlines()[2:]
     }
     publish = [calls for name, (_, calls) in rows.items() if name.endswith(" LiveReply.publish")]
     many = [calls for name, (_, calls) in rows.items() if name.endswith(" LiveReply.publish_many")]

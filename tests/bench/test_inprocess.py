@@ -2,31 +2,19 @@
 
 from __future__ import annotations
 
-import os
 import re
-import subprocess
-import sys
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent.parent
+from benchsupport import run_bench
+
 PACED = ("--replies", "40", "--concurrency", "20", "--pace", "0.005", "--loop", "asyncio")
 
 
 def _run(*args: str) -> tuple[float, float, float]:
     """(CPU us, sends, writes to the socket) per reply of a short paced run, memory store."""
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.inprocess", *PACED, *args],
-        cwd=ROOT,
-        env={**os.environ, "STORE_URL": "memory://"},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-    )
-    assert done.returncode == 0, done.stderr[-2000:]
-    found = re.search(r"(\d+) us CPU/reply, \d+ replies/s, ([\d.]+) sends/reply", done.stdout)
-    assert found is not None, done.stdout
-    writes = re.search(r"([\d.]+) writes/reply", done.stdout)
+    output = run_bench("inprocess", *PACED, *args, env={"STORE_URL": "memory://"})
+    found = re.search(r"(\d+) us CPU/reply, \d+ replies/s, ([\d.]+) sends/reply", output)
+    assert found is not None, output
+    writes = re.search(r"([\d.]+) writes/reply", output)
     return float(found.group(1)), float(found.group(2)), float(writes.group(1)) if writes else 0.0
 
 
