@@ -31,6 +31,7 @@ SSE_HEADERS = [
 
 GET = b"GET /x HTTP/1.1\r\nhost: a\r\n\r\n"
 FRAME = b"event: message\ndata: {}\n\n"
+CLOSE = b"GET /x HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n"
 POST = b"POST /chat HTTP/1.1\r\nhost: a\r\ncontent-length: 12\r\n\r\nmessage=nice"
 
 # (name, request bytes, status, extra response headers, shortcut taken)
@@ -41,13 +42,9 @@ CASES: list[tuple[str, bytes, int, list[tuple[bytes, bytes]], bool]] = [
     ("head", b"HEAD /x HTTP/1.1\r\nhost: a\r\n\r\n", 200, [], True),
     ("app says close", GET, 200, [(b"connection", b"close")], True),
     ("HTTP/1.0", b"GET /x HTTP/1.0\r\n\r\n", 200, [], False),
-    (
-        "client says close",
-        b"GET /x HTTP/1.1\r\nhost: a\r\nconnection: close\r\n\r\n",
-        200,
-        [],
-        False,
-    ),
+    ("client says close", CLOSE, 200, [], True),
+    ("client says close, uvicorn too", CLOSE, 200, [(b"connection", b"close")], True),
+    ("close, app keep-alive", CLOSE, 200, [(b"Connection", b"keep-alive, Upgrade")], True),
     ("content-length", GET, 200, [(b"content-length", b"5")], False),
     ("Content-Length", GET, 200, [(b"Content-Length", b"5")], False),
     ("chunked already", GET, 200, [(b"transfer-encoding", b"chunked")], False),

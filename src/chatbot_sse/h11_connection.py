@@ -10,13 +10,14 @@ again each time. For an SSE reply's dozen headers those two passes were the
 larger part of h11's work on a response's head, ~6 % of the server's CPU in a
 wave of 1,000 paced replies on asyncio + h11 (py-spy, docs/bench.md).
 
-`FramedConnection` does that one common case itself: the response's headers
-were validated by its constructor moments before and hold neither
-`Content-Length` nor `Transfer-Encoding`, so the result is the same headers in
-the same order with `Transfer-Encoding: chunked` appended, exactly what h11
-would have made (a test compares the bytes and the state for every case).
-Every other case (HTTP/1.0, a connection that must close, `CONNECT`, a
-204/304, a framing header present) is left to h11.
+`FramedConnection` does that common case itself: the response's headers were
+validated by its constructor moments before and hold neither `Content-Length`
+nor `Transfer-Encoding`, so the result is the same headers in the same order
+with `Transfer-Encoding: chunked` appended (and, on a connection that will
+close, its `Connection` header rewritten to `close`, a third pass in h11):
+exactly what h11 would have made (a test compares the bytes and the state for
+every case). The rest (HTTP/1.0, `CONNECT`, a 204/304, a framing header
+present) is left to h11.
 
 `_clean_up_response_headers_for_sending` is h11's private method; an h11 that
 renamed it only loses the shortcut (`FramedConnection` is then h11's own class).
@@ -25,7 +26,7 @@ renamed it only loses the shortcut (`FramedConnection` is then h11's own class).
 from __future__ import annotations
 
 import h11
-from h11._headers import Headers
+from h11._headers import Headers, get_comma_header
 
 __all__ = ["FramedConnection"]
 
@@ -43,7 +44,6 @@ class _FramedConnection(h11.Connection):
             type(response) is h11.Response
             and version is not None
             and version >= b"1.1"
-            and self._cstate.keep_alive
             and self._request_method != b"CONNECT"
             and response.status_code not in (204, 304)
         ):
@@ -53,13 +53,26 @@ class _FramedConnection(h11.Connection):
                     break
             else:
                 return h11.Response(
-                    headers=Headers([*items, _CHUNKED]),
+                    headers=Headers(self._chunked(response.headers, items)),
                     status_code=response.status_code,
                     http_version=response.http_version,
                     reason=response.reason,
                     _parsed=True,
                 )
         return super()._clean_up_response_headers_for_sending(response)
+
+    def _chunked(
+        self, headers: Headers, items: list[tuple[bytes, bytes, bytes]]
+    ) -> list[tuple[bytes, bytes, bytes]]:
+        """`items` with `Transfer-Encoding: chunked` and, when the connection will close,
+        `Connection: close` (in place of any `Connection` header), as h11 rewrites them."""
+        if self._cstate.keep_alive:
+            return [*items, _CHUNKED]
+        connection = set(get_comma_header(headers, b"connection"))
+        connection.discard(b"keep-alive")
+        connection.add(b"close")
+        kept = [item for item in items if item[1] != b"connection"]
+        return [*kept, _CHUNKED, *((b"Connection", b"connection", v) for v in sorted(connection))]
 
 
 def _framed_connection() -> type[h11.Connection]:
