@@ -258,7 +258,11 @@ def tables(results: dict[str, Any]) -> list[Table]:
                 + _x(r["paced_lateness_p99_s"]),
                 f"{p['rss_peak_mb']:.0f}{_x(r['paced_rss_peak_mb'])}",
             )
-    verdicts = Table(title="Issue 8 targets (chatbot-sse on 1 uvicorn worker vs the floor)")
+    judged = "judged" if results["config"].get("judged", True) else "reported, not judged"
+    verdicts = Table(
+        title=f"Issue 8 targets (chatbot-sse on 1 uvicorn worker vs the floor; "
+        f"{_stack(results)}: {judged})"
+    )
     for col in ("target", "value", "limit", "result"):
         verdicts.add_column(col)
     for t in results["targets"]:

@@ -20,6 +20,7 @@ SHUTDOWN_MARGIN_SECONDS = 3
 # After DRAIN_SECONDS the streams left are handed off; this long is then left for the cleanup.
 DRAIN_CLEANUP_SECONDS = 10
 HTTP_PROTOCOL = "chatbot_sse.request_deadline:RequestDeadlineProtocol"
+H11_PROTOCOL = "chatbot_sse.request_deadline:H11DeadlineProtocol"
 
 
 def graceful_shutdown_timeout(gunicorn_graceful_timeout: float) -> int:
@@ -46,3 +47,16 @@ class UvicornWorker(_StockWorker):  # type: ignore[misc]  # untyped base class
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.config.timeout_graceful_shutdown = graceful_shutdown_timeout(self.cfg.graceful_timeout)
+
+
+class UvicornH11Worker(UvicornWorker):
+    """The same worker on asyncio's own event loop and h11, uvicorn's pure-Python stack
+    (`gunicorn -k chatbot_sse.workers.UvicornH11Worker`): where uvloop or httptools cannot be
+    installed (PyPy, an unusual platform), and the stack issue 8's targets are judged on
+    (`make bench`, docs/bench.md)."""
+
+    CONFIG_KWARGS: ClassVar[dict[str, Any]] = {
+        **UvicornWorker.CONFIG_KWARGS,
+        "loop": "asyncio",
+        "http": H11_PROTOCOL,
+    }

@@ -91,34 +91,48 @@ def test_numbers_are_sane(results: dict[str, object]) -> None:
     ],
 )
 def test_every_server_runs_on_the_chosen_stack(stack: str, loop: str, http: str, ours: str) -> None:
+    import importlib
+
     from bench.servers import SPECS
 
     def option(argv: list[str], name: str) -> str:
         return argv[argv.index(name) + 1]
 
     for spec in SPECS:
-        if spec.gunicorn:
-            continue  # its worker class picks uvloop and httptools itself
         argv = spec.command(8000, stack)
+        if spec.gunicorn:  # the worker class (`-k`, over gunicorn.conf.py's) sets the stack
+            module, _, name = option(argv, "-k").rpartition(".")
+            config = getattr(importlib.import_module(module), name).CONFIG_KWARGS
+            assert config["loop"] == ("auto" if stack == "uvloop" else loop)
+            assert config["http"] == f"chatbot_sse.request_deadline:{ours}"
+            continue
         assert option(argv, "--loop") == loop
         assert argv.count("--http") == 1
         expected = f"chatbot_sse.request_deadline:{ours}" if spec.ours else http
         assert option(argv, "--http") == expected
 
 
-def test_the_asyncio_stack_runs_end_to_end(tmp_path: Path) -> None:
+def test_the_default_stack_is_the_judged_one(results: dict[str, object]) -> None:
+    config = results["config"]
+    assert config["stack"] == "asyncio"  # type: ignore[index]
+    assert config["judged"] is False  # type: ignore[index]  # quick: timing never fails it
+
+
+def test_the_uvloop_stack_runs_end_to_end(tmp_path: Path) -> None:
     if shutil.which("wrk") is None:
         pytest.skip("wrk is not installed (make bench-install)")
-    out = tmp_path / "asyncio.json"
+    out = tmp_path / "uvloop.json"
     run_bench(
-        "run", "--quick", "--stack", "asyncio", "--drivers", "wrk",
-        "--servers", "bare_asgi,chatbot_sse", "--paced", "20", "--out", str(out), timeout=110,
+        "run", "--quick", "--stack", "uvloop", "--report-only", "--drivers", "wrk",
+        "--servers", "bare_asgi,chatbot_sse,chatbot_sse_gunicorn", "--paced", "20",
+        "--out", str(out), timeout=110,
     )  # fmt: skip
     data = json.loads(out.read_text())
-    assert data["config"]["stack"] == "asyncio"
+    assert data["config"]["stack"] == "uvloop"
+    assert data["config"]["judged"] is False
     assert data["health"] == []
-    for name in ("bare_asgi", "chatbot_sse"):
+    for name in ("bare_asgi", "chatbot_sse", "chatbot_sse_gunicorn"):
         server = data["servers"][name]
         assert server["verify"]["problems"] == []
         assert server["wrk"]["replies_per_s"] > 0
-        assert server["paced"]["complete"] == 20
+        assert server["paced"]["complete"] == 20, name
