@@ -7,7 +7,7 @@
 The targets are judged on asyncio + h11, plain uvicorn: the stack issue 8's own numbers
 were measured on (this harness reproduces them there; see docs/bench.md, "The floor,
 calibrated"). On uvloop + httptools, how chatbot-sse runs by default, every server is
-faster but the floor most (3x), so the same ratios ask for more there; `make bench` runs
+faster but the floor most (2-3x), so the same ratios ask for more there; `make bench` runs
 that stack too and reports its ratios.
 
 Each server runs alone, in its own process on a free port; the same load drives
